@@ -1,0 +1,3 @@
+from voxgate.server.cli import main
+
+raise SystemExit(main())
