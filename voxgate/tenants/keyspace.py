@@ -33,3 +33,19 @@ def tenant_pattern(tenant_id: str) -> str:
 def system_key(kind: str, ident: str = "") -> str:
     """Key of a system-wide object, e.g. ``vg:sys:tenants``."""
     return f"vg:sys:{kind}:{ident}" if ident else f"vg:sys:{kind}"
+
+
+def tenant_kind_pattern(kind: str) -> str:
+    """SCAN pattern matching one kind of key across every tenant, e.g. all data keys."""
+    return f"vg:\\{{*\\}}:{kind}"
+
+
+def tenant_of(key: str) -> str | None:
+    """The tenant id of a tenant key (``vg:{t1}:…`` -> ``t1``), or None for other keys."""
+    if not key.startswith("vg:{"):
+        return None
+    end = key.find("}", 4)
+    if end < 0:
+        return None
+    tenant_id = key[4:end]
+    return tenant_id if _TENANT_ID.match(tenant_id) else None
