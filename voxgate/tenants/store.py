@@ -13,20 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, RedisError
+from redis.exceptions import BusyLoadingError, RedisError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from voxgate.tenants.embedded import EmbeddedRedis
-from voxgate.tenants.errors import StoreUnavailable
+from voxgate.tenants.errors import Conflict, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 
@@ -175,6 +179,29 @@ class Store:
             self._kick.set()
             raise StoreUnavailable(f"redis unavailable: {exc}") from exc
 
+    async def optimistic(
+        self,
+        keys: Sequence[str],
+        attempt: Callable[[Pipeline], Awaitable[T]],
+        *,
+        tries: int = 16,
+    ) -> T:
+        """Check-and-set: WATCH ``keys``, let ``attempt`` read, then queue writes after
+        ``pipe.multi()``; re-run when a watched key changed meanwhile.
+
+        ``attempt`` may raise a TenantsError to abort without writing.
+        """
+        async with self.guard(), self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(tries):
+                try:
+                    await pipe.watch(*keys)
+                    result = await attempt(pipe)
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    continue  # execute() already reset the pipeline
+        raise Conflict("the object changed concurrently too often; retry")
+
     async def _probe(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
@@ -245,3 +272,8 @@ def to_bytes(value: object) -> bytes:
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     raise TypeError(f"unexpected redis reply type {type(value).__name__}")
+
+
+def start_writes(pipe: Pipeline) -> None:
+    """Inside :meth:`Store.optimistic`: reads are done, queue the writes from here on."""
+    pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
