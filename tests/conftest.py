@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+# Imported at collection time: first imports inside a fixture would block the loop.
+from voxgate.server.app import create_app
+from voxgate.server.config import Config
+from voxgate.server.services import Services
+
 # A callback that holds the loop longer than this stalls every call's 20 ms frames.
 BLOCK_LIMIT = float(os.environ.get("VOXGATE_TEST_LOOP_BLOCK_MS", "50")) / 1000
 _SLOW = re.compile(r"^Executing .* took (?P<seconds>[0-9.]+) seconds$", re.S)
@@ -76,6 +81,7 @@ class ApiServer:
     client: TestClient  # type: ignore[type-arg]
     admin_token: str
     data_dir: Path
+    services: Services
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
@@ -91,16 +97,17 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[ApiServer]:
     """The full app on an embedded Redis in ``tmp_path``, admin token preset."""
-    from voxgate.server.app import create_app
-    from voxgate.server.config import Config
-    from voxgate.server.services import Services
-
     config = Config(data_dir=tmp_path / "data", http_port=0, admin_token=ADMIN_TOKEN)
     services = await Services.open(config)
     try:
         await services.admin_tokens.ensure(ADMIN_TOKEN)
         app = create_app(config, services)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            yield ApiServer(client=client, admin_token=ADMIN_TOKEN, data_dir=config.data_dir)
+            yield ApiServer(
+                client=client,
+                admin_token=ADMIN_TOKEN,
+                data_dir=config.data_dir,
+                services=services,
+            )
     finally:
         await services.close()

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from voxgate.server.errors import ApiError
 from voxgate.server.metrics import HttpMetrics
 from voxgate.server.middleware import middlewares
-from voxgate.server.openapi import build_openapi
+from voxgate.server.openapi import OpenApiDocument, build_openapi
 from voxgate.server.routing import Auth, BodyKind, Call, RouteTable
 from voxgate.server.state import METRICS, OPENAPI, ROUTES, SOCKETS, OpenSockets
 from voxgate.tenants.errors import Conflict, CryptoError, InvalidInput, NotFound, QuotaExceeded
@@ -85,7 +85,7 @@ async def client() -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
     app[METRICS] = HttpMetrics()
     app[SOCKETS] = OpenSockets()
     table.install(app, ROUTES)
-    app[OPENAPI] = build_openapi(table, title="t", version="0")
+    app[OPENAPI] = OpenApiDocument(table, title="t", version="0")
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
 

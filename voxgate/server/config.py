@@ -27,3 +27,118 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def blobs_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+
+class ConfigError(ValueError):
+    """A flag or environment value is unusable; the message names it."""
+
+
+# Contract flags of ``voxgate serve``; each is also ``VOXGATE_<NAME>`` in the environment.
+SERVE_FLAGS = (
+    "host",
+    "http_port",
+    "sip_port",
+    "rtp_ports",
+    "data_dir",
+    "public_url",
+    "redis_url",
+    "milvus_uri",
+    "ready_file",
+    "drain_timeout",
+    "log_level",
+)
+# Flags the management commands share with ``serve`` (they open the same store).
+STORE_FLAGS = ("data_dir", "redis_url")
+
+
+def env_name(flag: str) -> str:
+    return "VOXGATE_" + flag.upper()
+
+
+def parse_port(text: str, name: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}: {port} is outside 0..65535")
+    return port
+
+
+def parse_port_range(text: str, name: str) -> tuple[int, int]:
+    low_text, sep, high_text = text.partition("-")
+    if not sep:
+        raise ConfigError(f"{name}: expected LOW-HIGH, got {text!r}")
+    low, high = parse_port(low_text, name), parse_port(high_text, name)
+    if low == 0 or low > high:
+        raise ConfigError(f"{name}: {text!r} is not a range of ports 1..65535, low <= high")
+    return low, high
+
+
+def parse_seconds(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86400:
+        raise ConfigError(f"{name}: {value} is outside 0..86400 seconds")
+    return value
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def config_from(flags: dict[str, str | None], env: dict[str, str]) -> Config:
+    """Build a Config: a flag wins over ``VOXGATE_<NAME>``, which wins over the default.
+
+    ``REDIS_URL`` is honoured after ``VOXGATE_REDIS_URL``; ``VOXGATE_ADMIN_TOKEN``
+    and ``VOXGATE_MASTER_KEY`` exist only as environment variables so they never
+    show up in process listings.
+    """
+
+    def pick(flag: str) -> str | None:
+        value = flags.get(flag)
+        if value is None:
+            value = env.get(env_name(flag)) or None
+        if value is None and flag == "redis_url":
+            value = env.get("REDIS_URL") or None
+        return value
+
+    def label(flag: str) -> str:
+        return "--" + flag.replace("_", "-")
+
+    defaults = Config()
+    values: dict[str, object] = {}
+    if (host := pick("host")) is not None:
+        if not host.strip():
+            raise ConfigError("--host: empty host")
+        values["host"] = host
+    if (text := pick("http_port")) is not None:
+        values["http_port"] = parse_port(text, label("http_port"))
+    if (text := pick("sip_port")) is not None:
+        values["sip_port"] = parse_port(text, label("sip_port"))
+    if (text := pick("rtp_ports")) is not None:
+        values["rtp_ports"] = parse_port_range(text, label("rtp_ports"))
+    if (text := pick("data_dir")) is not None:
+        values["data_dir"] = Path(text)
+    if (text := pick("public_url")) is not None:
+        if not text.startswith(("http://", "https://")):
+            raise ConfigError(f"--public-url: {text!r} must start with http:// or https://")
+        values["public_url"] = text.rstrip("/")
+    if (text := pick("redis_url")) is not None:
+        if not text.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("--redis-url: must start with redis://, rediss:// or unix://")
+        values["redis_url"] = text
+    if (text := pick("milvus_uri")) is not None:
+        values["milvus_uri"] = text
+    if (text := pick("ready_file")) is not None:
+        values["ready_file"] = Path(text)
+    if (text := pick("drain_timeout")) is not None:
+        values["drain_timeout"] = parse_seconds(text, label("drain_timeout"))
+    if (text := pick("log_level")) is not None:
+        if text.lower() not in _LOG_LEVELS:
+            raise ConfigError(f"--log-level: expected one of {', '.join(_LOG_LEVELS)}")
+        values["log_level"] = text.lower()
+    values["admin_token"] = env.get("VOXGATE_ADMIN_TOKEN") or None
+    values["master_key"] = env.get("VOXGATE_MASTER_KEY") or None
+    return msgspec.structs.replace(defaults, **values)

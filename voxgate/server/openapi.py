@@ -7,6 +7,7 @@ covers every route the app serves and cannot disagree with what handlers decode.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -143,3 +144,23 @@ def _operation(
         }
     operation["responses"] = responses
     return operation
+
+
+class OpenApiDocument:
+    """The app's document, built once on first request, off the event loop."""
+
+    def __init__(self, table: RouteTable, *, title: str, version: str) -> None:
+        self._table = table
+        self._title = title
+        self._version = version
+        self._document: dict[str, Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        if self._document is None:
+            async with self._lock:
+                if self._document is None:
+                    self._document = await asyncio.to_thread(
+                        build_openapi, self._table, title=self._title, version=self._version
+                    )
+        return self._document

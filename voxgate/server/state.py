@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from voxgate.server.config import Config
 from voxgate.server.metrics import HttpMetrics
+from voxgate.server.openapi import OpenApiDocument
 from voxgate.server.routing import Route
 
 if TYPE_CHECKING:  # imported for typing only: the app's plumbing must not need the store
@@ -17,7 +18,7 @@ CONFIG = web.AppKey("voxgate.config", Config)
 SERVICES: web.AppKey[Services] = web.AppKey("voxgate.services")
 METRICS = web.AppKey("voxgate.metrics", HttpMetrics)
 ROUTES = web.AppKey("voxgate.routes", dict[str, Route])
-OPENAPI = web.AppKey("voxgate.openapi", dict[str, Any])
+OPENAPI = web.AppKey("voxgate.openapi", OpenApiDocument)
 
 
 class OpenSockets:
