@@ -94,7 +94,7 @@ class CallSettings(msgspec.Struct, omit_defaults=True, kw_only=True):
 
     barge_in: bool = True
     min_silence_ms: int = 400
-    stt_beam_size: int = 1
+    stt_beam_size: int = 5
     prompt_cache_dir: str | None = None
     variables: dict[str, str] = {}
     no_input_timeout: float = 6.0

@@ -1,0 +1,541 @@
+"""One call's speech pipeline inside a worker.
+
+Caller audio (8 kHz µ-law ``AudioIn``) is decoded, resampled to 16 kHz and scored
+by VAD; the endpointer cuts turns; Whisper transcribes them (partials while the
+caller speaks, a final at the endpoint); the flow engine decides; Piper speaks,
+sentence by sentence, as ``AudioOut`` chunks each ending in a mark. Static
+prompts come pre-rendered from the prompt cache.
+
+Everything heavy runs in thread pools (:class:`PipelineResources`) so the worker's
+event loop keeps reading frames: VAD in a small real-time pool that inference can
+never starve, STT/TTS in the inference pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from voxgate.agents import ipc
+from voxgate.agents.endpointing import (
+    BargeIn,
+    Endpointer,
+    EndpointerConfig,
+    SpeechEnd,
+    SpeechStart,
+)
+from voxgate.agents.endpointing import Event as EndpointEvent
+from voxgate.agents.flow_engine import (
+    Action,
+    CallLlm,
+    CallWebhook,
+    ExternalResult,
+    FlowEngine,
+    Hangup,
+    IntentMatched,
+    QueryKnowledge,
+    Say,
+    Transfer,
+)
+from voxgate.agents.flowspec import FlowSpec
+from voxgate.agents.prompt_cache import PromptCache
+from voxgate.agents.stt import SpeechRecognizer
+from voxgate.agents.tts import FRAME_BYTES, SpeechSynthesizer, split_sentences
+from voxgate.agents.vad import VadPool, VadStream
+from voxgate.media.g711 import ulaw_decode
+from voxgate.media.resample import StreamResampler
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Send = Callable[[ipc.Frame], Awaitable[None]]
+
+CHUNK_FRAMES = 25
+"""AudioOut chunks carry at most 0.5 s, so an Interrupt leaves little queued audio."""
+AUDIO_QUEUE = 250
+"""Caller audio frames buffered per call (5 s) before new ones are dropped."""
+
+
+class PipelineError(Exception):
+    """A call could not be set up (bad flow, bad settings)."""
+
+
+@dataclass
+class PipelineResources:
+    """Models and thread pools shared by every call of a worker."""
+
+    stt: SpeechRecognizer
+    tts: SpeechSynthesizer
+    vad_pool: VadPool
+    inference: ThreadPoolExecutor
+    realtime: ThreadPoolExecutor
+    prompt_caches: dict[str, PromptCache] = field(default_factory=dict)
+
+    def prompt_cache(self, directory: str | None) -> PromptCache | None:
+        if directory is None:
+            return None
+        cache = self.prompt_caches.get(directory)
+        if cache is None:
+            cache = PromptCache(Path(directory), self.tts.settings_key)
+            self.prompt_caches[directory] = cache
+        return cache
+
+    def close(self) -> None:
+        self.inference.shutdown(wait=False, cancel_futures=True)
+        self.realtime.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _TurnTiming:
+    index: int
+    text: str
+    start: float
+    end: float
+    endpointing_s: float
+    detected_wall: float
+    stt_s: float = 0.0
+    nlp_s: float = 0.0
+    tts_first_s: float | None = None
+    first_audio_wall: float | None = None
+    intent: str | None = None
+    agent_text: list[str] = field(default_factory=list)
+    heard_text: list[str] = field(default_factory=list)
+
+
+class CallPipeline:
+    """Drives one call; feed it frames from the worker loop, ``run()`` it as a task."""
+
+    def __init__(
+        self,
+        start: ipc.StartCall,
+        resources: PipelineResources,
+        send: Send,
+        *,
+        flow: FlowSpec,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.call_id = start.call_id
+        self.settings = start.settings
+        self._res = resources
+        self._send = send
+        self._clock = clock
+        self._engine = FlowEngine(
+            flow,
+            variables=dict(start.settings.variables),
+            no_input_timeout=start.settings.no_input_timeout,
+        )
+        self._hints = self._engine.vocabulary_hints()
+        self._cache = resources.prompt_cache(start.settings.prompt_cache_dir)
+        self._vad = resources.vad_pool.acquire()
+        self._vad_stream = VadStream(self._vad)
+        self._upsample = StreamResampler(8000, 16000)
+        self._endpointer = Endpointer(
+            EndpointerConfig(
+                min_silence_ms=start.settings.min_silence_ms,
+                max_utterance_ms=int(start.settings.max_utterance_s * 1000),
+            )
+        )
+        self._audio: deque[bytes] = deque()
+        self._audio_ready = asyncio.Event()
+        self.audio_dropped = 0
+        self._says: deque[Say] = deque()
+        self._say_ready = asyncio.Event()
+        self._speaking = False  # a Say is being rendered/sent
+        self._barge_allowed = True
+        self._pending_marks: dict[str, str] = {}  # mark -> text piece
+        self._mark_seq = 0
+        self._out_seq = 0
+        self._wake = asyncio.Event()
+        self._finals: asyncio.Queue[SpeechEnd] = asyncio.Queue()
+        self._partial_running = False
+        self._last_partial_at = 0.0
+        self._turns = 0
+        self._turn: _TurnTiming | None = None
+        self._ending: str | None = None
+        self._after_audio: ipc.Frame | None = None  # Hangup/Transfer once audio is sent
+        self._loops: list[asyncio.Task[None]] = []
+        self._spawned: set[asyncio.Task[None]] = set()
+        self._speaker_task: asyncio.Task[None] | None = None
+        self.turn_records: list[ipc.Turn] = []
+
+    # --- inputs from the worker loop --------------------------------------------------
+
+    def feed_audio(self, frame: ipc.AudioIn) -> None:
+        if len(self._audio) >= AUDIO_QUEUE:
+            self.audio_dropped += 1
+            return
+        self._audio.append(frame.ulaw)
+        self._audio_ready.set()
+
+    def on_mark(self, name: str) -> None:
+        piece = self._pending_marks.pop(name, None)
+        if piece is None:
+            return
+        if self._turn is not None:
+            self._turn.heard_text.append(piece)
+        self._spawn(
+            self._send(
+                ipc.Transcript(
+                    call_id=self.call_id, text=piece, final=True, start=0.0, end=0.0, role="agent"
+                )
+            )
+        )
+        self._check_prompt_played()
+
+    def on_dtmf(self, digit: str) -> None:
+        self._apply(self._engine.on_dtmf(digit, self._clock()))
+
+    def end(self, reason: str) -> None:
+        if self._ending is None:
+            self._ending = reason
+        self._wake.set()
+
+    @property
+    def agent_audio_pending(self) -> bool:
+        return self._speaking or bool(self._says) or bool(self._pending_marks)
+
+    # --- main task ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._audio_loop(), name=f"audio-{self.call_id}"),
+            loop.create_task(self._final_loop(), name=f"stt-{self.call_id}"),
+        ]
+        self._speaker_task = loop.create_task(self._speaker_loop(), name=f"tts-{self.call_id}")
+        try:
+            # The agent speaks first, without waiting for the caller.
+            self._apply(self._engine.start(self._clock()))
+            while self._ending is None:
+                timeout = None
+                deadline = self._engine.next_timeout()
+                if deadline is not None:
+                    timeout = max(0.0, deadline - self._clock())
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                deadline = self._engine.next_timeout()
+                if deadline is not None and self._clock() >= deadline:
+                    self._apply(self._engine.on_timer(self._clock()))
+                self._raise_if_failed()
+        finally:
+            await self._shutdown()
+
+    def _raise_if_failed(self) -> None:
+        for task in (*self._loops, self._speaker_task):
+            if task is not None and task.done() and not task.cancelled():
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+
+    async def _shutdown(self) -> None:
+        self._close_turn()
+        loops = [*self._loops, *([self._speaker_task] if self._speaker_task else [])]
+        for task in loops:
+            task.cancel()
+        for task in loops:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        # Let queued sends (turn records, transcripts) go out; never wait long.
+        if self._spawned:
+            await asyncio.wait(self._spawned, timeout=1.0)
+        for task in self._spawned:
+            task.cancel()
+        self._res.vad_pool.release(self._vad)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def wrapped() -> None:
+            with contextlib.suppress(ipc.ChannelClosed):
+                await coro
+
+        task = asyncio.get_running_loop().create_task(wrapped())
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    async def _in_pool(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    # --- caller audio -> events ----------------------------------------------------------
+
+    async def _audio_loop(self) -> None:
+        while True:
+            await self._audio_ready.wait()
+            self._audio_ready.clear()
+            if not self._audio:
+                continue
+            chunk = b"".join(self._audio)
+            self._audio.clear()
+            events, partial = await self._in_pool(
+                self._res.realtime, functools.partial(self._process_audio, chunk)
+            )
+            for event in events:
+                await self._on_endpoint_event(event)
+            if partial is not None:
+                self._partial_running = True
+                self._spawn(self._partial(partial, self._endpointer.now))
+
+    def _process_audio(
+        self, ulaw: bytes
+    ) -> tuple[list[EndpointEvent], npt.NDArray[np.int16] | None]:
+        pcm16k = self._upsample.process(ulaw_decode(ulaw))
+        events: list[EndpointEvent] = []
+        for window, prob in self._vad_stream.feed(pcm16k):
+            events += self._endpointer.process(window, prob)
+        partial = None
+        interval = self._res.stt.config.partial_interval_s
+        if (
+            interval > 0
+            and self._endpointer.in_speech
+            and not self._partial_running
+            and self._endpointer.now - self._last_partial_at >= interval
+        ):
+            audio = self._endpointer.utterance_audio()
+            if len(audio) >= self._res.stt.config.partial_min_audio_s * 16000:
+                self._last_partial_at = self._endpointer.now
+                partial = audio
+        return events, partial
+
+    async def _on_endpoint_event(self, event: EndpointEvent) -> None:
+        if isinstance(event, SpeechStart):
+            await self._send(ipc.SpeechStarted(call_id=self.call_id, at=event.onset))
+        elif isinstance(event, BargeIn):
+            if self.settings.barge_in and self._barge_allowed and self.agent_audio_pending:
+                await self._interrupt()
+        elif isinstance(event, SpeechEnd):
+            await self._send(ipc.SpeechEnded(call_id=self.call_id, at=event.end))
+            # While the agent talks with barge-in off, the caller is not being listened to.
+            if self.agent_audio_pending and not (self.settings.barge_in and self._barge_allowed):
+                return
+            self._finals.put_nowait(event)
+
+    async def _partial(self, audio: npt.NDArray[np.int16], at: float) -> None:
+        try:
+            result = await self._in_pool(
+                self._res.inference, lambda: self._res.stt.transcribe_partial(audio)
+            )
+        finally:
+            self._partial_running = False
+        if result.text and self._endpointer.in_speech:
+            await self._send(
+                ipc.Transcript(
+                    call_id=self.call_id, text=result.text, final=False, start=at, end=at
+                )
+            )
+
+    async def _final_loop(self) -> None:
+        while True:
+            event = await self._finals.get()
+            detected = self._clock()
+            result = await self._in_pool(
+                self._res.inference,
+                functools.partial(
+                    self._res.stt.transcribe,
+                    event.audio,
+                    hints=self._hints,
+                    beam_size=self.settings.stt_beam_size or None,
+                ),
+            )
+            if not result.text:
+                continue
+            await self._send(
+                ipc.Transcript(
+                    call_id=self.call_id,
+                    text=result.text,
+                    final=True,
+                    start=event.start,
+                    end=event.end,
+                )
+            )
+            self._close_turn()
+            self._turn = _TurnTiming(
+                index=self._turns,
+                text=result.text,
+                start=event.start,
+                end=event.end,
+                endpointing_s=event.at - event.end,
+                detected_wall=detected,
+                stt_s=result.compute_s,
+            )
+            self._turns += 1
+            started = time.perf_counter()
+            actions = self._engine.on_utterance(result.text, self._clock())
+            self._turn.nlp_s = time.perf_counter() - started
+            self._apply(actions)
+
+    # --- flow actions -----------------------------------------------------------------
+
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Say):
+                self._says.append(action)
+                if self._turn is not None:
+                    self._turn.agent_text.append(action.text)
+                self._say_ready.set()
+            elif isinstance(action, IntentMatched):
+                if self._turn is not None:
+                    self._turn.intent = action.intent
+            elif isinstance(action, Hangup):
+                self._finish_after_audio(ipc.Hangup(call_id=self.call_id, reason=action.reason))
+            elif isinstance(action, Transfer):
+                self._finish_after_audio(ipc.Transfer(call_id=self.call_id, target=action.target))
+            elif isinstance(action, CallLlm | CallWebhook | QueryKnowledge):
+                # Side work is not wired into the worker yet: answer at once, honestly.
+                data = {"knowledge": "unavailable"} if isinstance(action, QueryKnowledge) else {}
+                result = ExternalResult(ok=False, error="unavailable", data=data)
+                self._apply(self._engine.on_result(action.request_id, result, self._clock()))
+        self._wake.set()
+
+    def _finish_after_audio(self, frame: ipc.Frame) -> None:
+        self._after_audio = frame
+        self._say_ready.set()
+
+    async def _speaker_loop(self) -> None:
+        while True:
+            await self._say_ready.wait()
+            self._say_ready.clear()
+            while self._says:
+                say = self._says.popleft()
+                self._speaking = True
+                self._barge_allowed = say.barge_in
+                self._endpointer.agent_speaking = True
+                try:
+                    await self._speak(say)
+                finally:
+                    self._speaking = False
+            if self._after_audio is not None:
+                frame, self._after_audio = self._after_audio, None
+                await self._send(frame)
+            self._check_prompt_played()
+
+    async def _speak(self, say: Say) -> None:
+        started = time.perf_counter()
+        cached = self._cache.get(say.text) if self._cache is not None and say.static else None
+        if cached is not None:
+            mark = self._next_mark(say.text)
+            await self._send(
+                ipc.AgentSay(call_id=self.call_id, text=say.text, node=say.node_id, mark=mark)
+            )
+            await self._send_audio(cached, mark, started)
+            return
+        await self._send(ipc.AgentSay(call_id=self.call_id, text=say.text, node=say.node_id))
+        stream = self._res.tts.stream()
+        pieces = split_sentences(say.text, self._res.tts.config.max_piece_chars)
+        rendered: list[bytes] = []
+        for i, piece in enumerate(pieces):
+            data = await self._in_pool(self._res.inference, functools.partial(stream.piece, piece))
+            if i == len(pieces) - 1:
+                data += stream.finish()
+            rendered.append(data)
+            if data:
+                await self._send_audio(data, self._next_mark(piece), started)
+        if say.static and self._cache is not None and rendered:
+            audio = b"".join(rendered)
+            cache = self._cache
+            self._spawn(self._in_pool(self._res.inference, lambda: _put(cache, say.text, audio)))
+
+    def _next_mark(self, text: str) -> str:
+        self._mark_seq += 1
+        name = f"{self.call_id}:{self._mark_seq}"
+        self._pending_marks[name] = text
+        return name
+
+    async def _send_audio(self, ulaw: bytes, mark: str, started: float) -> None:
+        step = CHUNK_FRAMES * FRAME_BYTES
+        for offset in range(0, len(ulaw), step):
+            last = offset + step >= len(ulaw)
+            self._out_seq += 1
+            await self._send(
+                ipc.AudioOut(
+                    call_id=self.call_id,
+                    seq=self._out_seq,
+                    ulaw=ulaw[offset : offset + step],
+                    mark=mark if last else None,
+                )
+            )
+            turn = self._turn
+            if turn is not None and turn.first_audio_wall is None:
+                turn.first_audio_wall = self._clock()
+                turn.tts_first_s = time.perf_counter() - started
+                await self._emit_turn_latency(turn)
+
+    async def _interrupt(self) -> None:
+        self._says.clear()
+        if self._speaker_task is not None:
+            self._speaker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._speaker_task
+        self._speaking = False
+        self._pending_marks.clear()
+        await self._send(ipc.Interrupt(call_id=self.call_id))
+        await self._send(ipc.Metric(name="barge_in", value=1.0, labels={"call": self.call_id}))
+        self._speaker_task = asyncio.get_running_loop().create_task(self._speaker_loop())
+        if self._after_audio is not None:
+            self._say_ready.set()
+        self._check_prompt_played()
+
+    def _check_prompt_played(self) -> None:
+        if self.agent_audio_pending:
+            return
+        self._endpointer.agent_speaking = False
+        self._apply(self._engine.on_prompt_played(self._clock()))
+
+    # --- turn records -------------------------------------------------------------------
+
+    async def _emit_turn_latency(self, turn: _TurnTiming) -> None:
+        assert turn.first_audio_wall is not None  # set by the caller just before
+        e2e = turn.endpointing_s + (turn.first_audio_wall - turn.detected_wall)
+        stages = {
+            "endpointing": turn.endpointing_s,
+            "stt": turn.stt_s,
+            "nlp": turn.nlp_s,
+            "tts_first_chunk": turn.tts_first_s or 0.0,
+            "end_to_end": e2e,
+        }
+        for name, value in stages.items():
+            await self._send(
+                ipc.Metric(name=f"turn_{name}_seconds", value=value, labels={"call": self.call_id})
+            )
+
+    def _close_turn(self) -> None:
+        turn = self._turn
+        if turn is None:
+            return
+        latencies = {"endpointing": turn.endpointing_s, "stt": turn.stt_s, "nlp": turn.nlp_s}
+        if turn.tts_first_s is not None and turn.first_audio_wall is not None:
+            latencies["tts_first_chunk"] = turn.tts_first_s
+            latencies["end_to_end"] = turn.endpointing_s + (
+                turn.first_audio_wall - turn.detected_wall
+            )
+        record = ipc.Turn(
+            call_id=self.call_id,
+            index=turn.index,
+            caller_text=turn.text,
+            start=turn.start,
+            end=turn.end,
+            agent_text=" ".join(turn.agent_text),
+            heard_text=" ".join(turn.heard_text),
+            intent=turn.intent,
+            latencies=latencies,
+        )
+        self.turn_records.append(record)
+        self._turn = None
+        self._spawn(self._send(record))
+
+
+def _put(cache: PromptCache, text: str, audio: bytes) -> None:
+    try:
+        cache.put(text, audio)
+    except OSError as exc:
+        log.warning("prompt cache write failed: %s", exc)
