@@ -23,6 +23,7 @@ import math
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,8 @@ __all__ = [
 
 _MAX_TWIML_BYTES = 64 * 1024
 _SILENT_FRAME = bytes([MULAW_SILENCE]) * FRAME_BYTES
+# How long the earpiece must stay quiet before the greeting counts as over.
+_GREETING_QUIET_S = 0.3
 
 
 class CallerConfig(msgspec.Struct, kw_only=True):
@@ -89,6 +92,8 @@ class CallerConfig(msgspec.Struct, kw_only=True):
     silence_before_s: float = 0.5
     silence_after_s: float = 3.0
     duration_s: float | None = None  # exact call length (truncate or pad silence)
+    wait_for_greeting: bool = False  # send silence until the agent's greeting has played
+    greeting_timeout_s: float = 15.0
     dtmf: str = ""  # digits sent as dtmf events, one every 200 ms...
     dtmf_at_s: float | None = None  # ...from here (default: when the audio ends)
     audio_dir: str | None = None
@@ -293,6 +298,8 @@ class CallReport(msgspec.Struct, kw_only=True):
     fallback_verbs: tuple[str, ...] = ()
     webhook_ms: float | None = None
     connect_ms: float | None = None
+    first_agent_audio_ms: float | None = None  # first media frame -> first audible agent media
+    greeting_timed_out: bool = False
     duration_s: float = 0.0
     media_sent: int = 0
     media_received: int = 0
@@ -317,8 +324,9 @@ class CallResult:
     """One call: its report plus the raw samples a summary aggregates."""
 
     report: CallReport
-    jitter_ms: list[float] = field(default_factory=list)
-    send_lateness_ms: list[float] = field(default_factory=list)
+    # Compact float arrays: a long run keeps 50 samples per second per call.
+    jitter_ms: array[float] = field(default_factory=lambda: array("d"))
+    send_lateness_ms: array[float] = field(default_factory=lambda: array("d"))
     gaps_ms: list[float] = field(default_factory=list)
     mark_names_echoed: list[str] = field(default_factory=list)
     # Only with ``keep_audio`` or ``record_dir``.
@@ -385,6 +393,11 @@ class _Stream:
         self.turn_ends: list[tuple[float, Turn]] = []  # (monotonic end, turn)
         self.barges: list[tuple[float, BargeIn]] = []
         self.last_speech_rx: float | None = None
+        self.last_speech_played: float | None = None
+        self.t0: float | None = None  # when the first media frame was due
+        self._media_prefix = (
+            '{"event":"media","streamSid":"' + self.stream_sid + '","sequenceNumber":"'
+        )
         self.prev_rx: tuple[float, float] | None = None  # (arrival, payload duration)
         self.sent = bytearray()
         self.received = bytearray()
@@ -497,6 +510,8 @@ class _Stream:
             self.received += payload
         if self.detector.is_speech(payload):
             self.last_speech_rx = now
+            if self.report.first_agent_audio_ms is None and self.t0 is not None:
+                self.report.first_agent_audio_ms = round((now - self.t0) * 1000, 3)
             for ended, turn in self.turn_ends:
                 if turn.reply_received_ms is None and now > ended:
                     turn.reply_received_ms = round((now - ended) * 1000, 3)
@@ -509,6 +524,7 @@ class _Stream:
             if self.record:
                 self.played += slot.audio
             if slot.filled and self.detector.is_speech(slot.audio[: slot.filled]):
+                self.last_speech_played = slot.at
                 for ended, turn in self.turn_ends:
                     if turn.reply_played_ms is None and slot.at > ended:
                         turn.reply_played_ms = round((slot.at - ended) * 1000, 3)
@@ -524,9 +540,67 @@ class _Stream:
             elif now - started > self.config.barge_in_timeout_s:
                 barge.result = "missed"
 
+    async def _tick(self, t0: float, i: int) -> float | None:
+        """Wait for frame ``i``'s slot on the grid; None once the server hung up."""
+        if self.server_closed.is_set():
+            return None
+        target = t0 + i * FRAME_S
+        delay = target - self.loop.time()
+        if delay > 0:
+            # A plain sleep per frame is the cheapest timer; a server close is
+            # noticed within one frame.
+            await asyncio.sleep(delay)
+            if self.server_closed.is_set():
+                return None
+        now = self.loop.time()
+        self.result.send_lateness_ms.append(max(0.0, now - target) * 1000)
+        return now
+
+    async def _send_frame(self, i: int, frame: bytes, now: float) -> None:
+        await self._send(
+            self._media_prefix
+            + self._next_seq()
+            + '","media":{"track":"inbound","chunk":"'
+            + str(i + 1)
+            + '","timestamp":"'
+            + str(i * 20)
+            + '","payload":"'
+            + base64.b64encode(frame).decode()
+            + '"}}'
+        )
+        self.report.media_sent += 1
+        if self.record:
+            self.sent += frame
+
+    def _greeting_done(self, now: float) -> bool:
+        # The agent spoke and its audio has finished playing for a moment.
+        return (
+            self.last_speech_played is not None
+            and not self.playback.audible
+            and now - self.last_speech_played >= _GREETING_QUIET_S
+        )
+
     async def send_loop(self) -> None:
         """Caller audio at real time, 20 ms per message, on a monotonic grid."""
         cfg = self.config
+        t0 = self.loop.time()
+        self.t0 = t0
+        i = 0
+        if cfg.wait_for_greeting:
+            # A polite caller listens to the greeting before speaking.
+            while True:
+                now = await self._tick(t0, i)
+                if now is None:
+                    return
+                await self._send_frame(i, _SILENT_FRAME, now)
+                i += 1
+                await self._on_played(self.playback.advance(now))
+                if self._greeting_done(now):
+                    break
+                if now - t0 >= cfg.greeting_timeout_s:
+                    self.report.greeting_timed_out = True
+                    break
+        base = i
         payload = self.audio.payload
         n_frames = max(1, math.ceil(len(payload) / FRAME_BYTES))
         ends = {min(n_frames - 1, int(u.end_s / FRAME_S)): u for u in self.audio.utterances}
@@ -536,52 +610,29 @@ class _Stream:
             digits.setdefault(min(n_frames - 1, int(tone.end_s / FRAME_S)), []).append(tone.digit)
         if cfg.dtmf:
             at = self.audio.duration_s if cfg.dtmf_at_s is None else cfg.dtmf_at_s
-            for i, d in enumerate(cfg.dtmf):
-                k = min(n_frames - 1, int((at + 0.2 * i) / FRAME_S))
+            for n, d in enumerate(cfg.dtmf):
+                k = min(n_frames - 1, int((at + 0.2 * n) / FRAME_S))
                 digits.setdefault(k, []).append(d)
-        t0 = self.loop.time()
-        prefix = '{"event":"media","streamSid":"' + self.stream_sid + '","sequenceNumber":"'
-        for i in range(n_frames):
-            if self.server_closed.is_set():
+        for k in range(n_frames):
+            i = base + k
+            now = await self._tick(t0, i)
+            if now is None:
                 return
-            target = t0 + i * FRAME_S
-            delay = target - self.loop.time()
-            if delay > 0:
-                # A plain sleep per frame is the cheapest timer; a server
-                # close is noticed within one frame.
-                await asyncio.sleep(delay)
-                if self.server_closed.is_set():
-                    return
-            now = self.loop.time()
-            self.result.send_lateness_ms.append(max(0.0, now - target) * 1000)
-            frame = payload[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
+            frame = payload[k * FRAME_BYTES : (k + 1) * FRAME_BYTES]
             if len(frame) < FRAME_BYTES:
                 frame += _SILENT_FRAME[len(frame) :]
-            await self._send(
-                prefix
-                + self._next_seq()
-                + '","media":{"track":"inbound","chunk":"'
-                + str(i + 1)
-                + '","timestamp":"'
-                + str(i * 20)
-                + '","payload":"'
-                + base64.b64encode(frame).decode()
-                + '"}}'
-            )
-            self.report.media_sent += 1
-            if self.record:
-                self.sent += frame
-            if i in starts and self.playback.audible:
-                u = starts[i]
+            await self._send_frame(i, frame, now)
+            if k in starts and self.playback.audible:
+                u = starts[k]
                 self.barges.append((now, BargeIn(speech_start_s=round(u.start_s, 3))))
-            if i in ends:
-                u = ends[i]
+            if k in ends:
+                u = ends[k]
                 overlap = self.last_speech_rx is not None and now - self.last_speech_rx < 0.2
                 turn = Turn(
                     index=len(self.turn_ends), speech_end_s=round(u.end_s, 3), agent_overlap=overlap
                 )
                 self.turn_ends.append((now, turn))
-            for digit in digits.get(i, ()):
+            for digit in digits.get(k, ()):
                 await self._send(
                     msgspec.json.encode(
                         {
@@ -841,6 +892,7 @@ class Summary(msgspec.Struct, kw_only=True):
     protocol_errors: int
     webhook_ms: Stats
     connect_ms: Stats
+    first_agent_audio_ms: Stats
     send_lateness_ms: Stats  # the caller's own pacing; large values void the run
     errors: list[str]
     call_reports: list[CallReport]
@@ -890,6 +942,9 @@ def summarize(results: Sequence[CallResult], *, concurrency: int, wall_s: float)
         protocol_errors=sum(rep.protocol_errors for rep in reports),
         webhook_ms=make_stats([rep.webhook_ms for rep in reports if rep.webhook_ms is not None]),
         connect_ms=make_stats([rep.connect_ms for rep in reports if rep.connect_ms is not None]),
+        first_agent_audio_ms=make_stats(
+            [rep.first_agent_audio_ms for rep in reports if rep.first_agent_audio_ms is not None]
+        ),
         send_lateness_ms=make_stats([v for r in results for v in r.send_lateness_ms]),
         errors=errors,
         call_reports=reports,
@@ -978,6 +1033,7 @@ def render_summary(summary: Summary) -> Table:
         ("barge-in -> clear (ms)", summary.barge_in_clear_ms),
         ("webhook (ms)", summary.webhook_ms),
         ("stream connect (ms)", summary.connect_ms),
+        ("first agent audio (ms)", summary.first_agent_audio_ms),
         ("caller send lateness (ms)", summary.send_lateness_ms),
     ]
     for name, s in rows:

@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--silence-before", type=float, default=0.5)
     p.add_argument("--silence-after", type=float, default=3.0)
     p.add_argument("--duration", type=float, help="exact call length in seconds")
+    p.add_argument(
+        "--wait-greeting", action="store_true", help="stay silent until the greeting has played"
+    )
+    p.add_argument("--greeting-timeout", type=float, default=15.0)
     p.add_argument("--dtmf", default="", help="digits to send as dtmf events")
     p.add_argument("--dtmf-at", type=float, help="when to start the digits (s into the call)")
     p.add_argument("--prebuffer", type=float, default=0.04, help="playout jitter buffer (s)")
@@ -96,6 +100,8 @@ def config_from_args(args: argparse.Namespace) -> CallerConfig:
         silence_before_s=args.silence_before,
         silence_after_s=args.silence_after,
         duration_s=args.duration,
+        wait_for_greeting=args.wait_greeting,
+        greeting_timeout_s=args.greeting_timeout,
         dtmf=args.dtmf,
         dtmf_at_s=args.dtmf_at,
         prebuffer_s=args.prebuffer,

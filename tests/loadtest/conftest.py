@@ -47,7 +47,8 @@ class FakeVoiceServer:
     Modes: ``echo`` (every inbound frame straight back), ``reply`` (after
     200 ms of silence following speech, send the utterance back at once plus
     a mark), ``barge`` (start with 3 s of agent audio and a mark, send
-    ``clear`` on the first caller speech), ``close`` (close the socket after a
+    ``clear`` on the first caller speech), ``greet`` (agent audio and a mark
+    first, then as ``reply``), ``close`` (close the socket after a
     few frames), ``busy`` (TwiML without a stream), ``hang`` (never answer
     the webhook).
     """
@@ -113,7 +114,7 @@ class FakeVoiceServer:
             event = data["event"]
             if event == "start":
                 stream_sid = data["streamSid"]
-                if self.mode == "barge":
+                if self.mode in ("barge", "greet"):
                     await self._send_audio(ws, stream_sid, self.agent_audio)
                     await self._send_mark(ws, stream_sid, log, "greeting", loop.time())
             elif event == "mark":
@@ -134,7 +135,7 @@ class FakeVoiceServer:
                 elif self.mode == "barge" and speech and not barged:
                     barged = True
                     await ws.send_json({"event": "clear", "streamSid": stream_sid})
-                elif self.mode == "reply":
+                elif self.mode in ("reply", "greet"):
                     if speech:
                         utterance += frame
                         silent_run = 0

@@ -205,6 +205,28 @@ async def test_clear_drops_playback_and_returns_marks(fake_server: FakeVoiceServ
     assert len(result.received_audio) == 24000
 
 
+# A 0.5 s greeting the agent speaks first.
+@pytest.mark.fake_mode("greet", agent_audio=LIB.load("book_appointment").payload[4000:8000])
+async def test_waits_for_the_greeting_before_speaking(fake_server: FakeVoiceServer) -> None:
+    result = await run_call(config(fake_server, wait_for_greeting=True), audio=short_audio())
+    rep = result.report
+    assert rep.outcome is Outcome.COMPLETED, rep.error
+    assert not rep.greeting_timed_out
+    assert rep.first_agent_audio_ms is not None and rep.first_agent_audio_ms < 100
+    log = fake_server.streams[0]
+    assert "greeting" in log.echoed_marks
+    # Silence while the greeting played (40 ms prebuffer + 0.5 s + 0.3 s quiet).
+    det = SpeechDetector()
+    first_speech = next(
+        i for i in range(0, len(log.audio), FRAME_BYTES) if det.is_speech(log.audio[i : i + 160])
+    )
+    assert first_speech / 8000 >= 0.8
+    assert log.arrivals[first_speech // FRAME_BYTES] > log.echoed_marks["greeting"]
+    assert rep.barge_ins == []
+    (turn,) = rep.turns
+    assert not turn.agent_overlap and turn.reply_received_ms is not None
+
+
 @pytest.mark.fake_mode("close")
 async def test_server_close_ends_the_call_without_stop(fake_server: FakeVoiceServer) -> None:
     result = await run_call(config(fake_server), audio=short_audio())
