@@ -117,8 +117,18 @@ class PlaybackBuffer:
 
     @property
     def audible(self) -> bool:
-        """Agent audio is playing or about to (what a barge-in talks over)."""
+        """Agent audio (maybe silence frames) is playing or about to."""
         return bool(self._buf) or self.state is PlaybackState.PLAYING
+
+    @property
+    def written(self) -> int:
+        """Stream position after the newest accepted byte."""
+        return self._written
+
+    @property
+    def played(self) -> int:
+        """Stream position up to which audio has played (or was cleared)."""
+        return self._played
 
     @property
     def pending_marks(self) -> int:

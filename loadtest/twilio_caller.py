@@ -394,6 +394,7 @@ class _Stream:
         self.barges: list[tuple[float, BargeIn]] = []
         self.last_speech_rx: float | None = None
         self.last_speech_played: float | None = None
+        self.speech_queued_until = 0  # playback position after the newest agent speech
         self.t0: float | None = None  # when the first media frame was due
         self._media_prefix = (
             '{"event":"media","streamSid":"' + self.stream_sid + '","sequenceNumber":"'
@@ -508,14 +509,15 @@ class _Stream:
         self.prev_rx = (now, len(payload) / SAMPLE_RATE)
         if self.record:
             self.received += payload
+        self.playback.push(payload, now)
         if self.detector.is_speech(payload):
+            self.speech_queued_until = self.playback.written
             self.last_speech_rx = now
             if self.report.first_agent_audio_ms is None and self.t0 is not None:
                 self.report.first_agent_audio_ms = round((now - self.t0) * 1000, 3)
             for ended, turn in self.turn_ends:
                 if turn.reply_received_ms is None and now > ended:
                     turn.reply_received_ms = round((now - ended) * 1000, 3)
-        self.playback.push(payload, now)
 
     # -- sending -----------------------------------------------------------
 
@@ -535,7 +537,7 @@ class _Stream:
         for started, barge in self.barges:
             if barge.result != "pending":
                 continue
-            if not self.playback.audible:
+            if not self._agent_speaking(now):
                 barge.result = "drained"
             elif now - started > self.config.barge_in_timeout_s:
                 barge.result = "missed"
@@ -572,11 +574,17 @@ class _Stream:
         if self.record:
             self.sent += frame
 
+    def _agent_speaking(self, now: float) -> bool:
+        """Agent speech (not just silence frames) is queued or sounding now."""
+        if self.playback.played < self.speech_queued_until:
+            return True
+        return self.last_speech_played is not None and now - self.last_speech_played < FRAME_S
+
     def _greeting_done(self, now: float) -> bool:
         # The agent spoke and its audio has finished playing for a moment.
         return (
             self.last_speech_played is not None
-            and not self.playback.audible
+            and not self._agent_speaking(now)
             and now - self.last_speech_played >= _GREETING_QUIET_S
         )
 
@@ -622,7 +630,7 @@ class _Stream:
             if len(frame) < FRAME_BYTES:
                 frame += _SILENT_FRAME[len(frame) :]
             await self._send_frame(i, frame, now)
-            if k in starts and self.playback.audible:
+            if k in starts and self._agent_speaking(now):
                 u = starts[k]
                 self.barges.append((now, BargeIn(speech_start_s=round(u.start_s, 3))))
             if k in ends:
@@ -665,7 +673,7 @@ class _Stream:
     def finish(self) -> None:
         for _, barge in self.barges:
             if barge.result == "pending":
-                barge.result = "missed" if self.playback.audible else "drained"
+                barge.result = "missed" if self._agent_speaking(self.loop.time()) else "drained"
         self.report.turns = [t for _, t in self.turn_ends]
         self.report.barge_ins = [b for _, b in self.barges]
         self.report.gaps = len(self.playback.gaps_s)

@@ -28,6 +28,9 @@ from loadtest.audio import AudioFixtureError
 from loadtest.twilio_caller import CallerConfig, Outcome, Summary, render_summary, run_calls
 
 _OK = {Outcome.COMPLETED.value, Outcome.NO_STREAM.value}
+# Beyond this the load caller's own frames are late enough to distort the
+# server-side numbers it reports.
+_CALLER_LATE_MS = 20.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,7 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         from rich.console import Console
 
-        Console().print(render_summary(summary))
+        console = Console()
+        console.print(render_summary(summary))
+        for error in summary.errors[:5]:
+            console.print(f"[red]error:[/red] {error}", highlight=False)
+        late = summary.send_lateness_ms.p99
+        if late is not None and late > _CALLER_LATE_MS:
+            console.print(
+                f"[yellow]warning:[/yellow] the caller itself ran late (p99 {late:.0f} ms): "
+                "it is short of CPU, so jitter/gap numbers describe it, not the server"
+            )
     if args.json_path:
         Path(args.json_path).write_bytes(msgspec.json.format(msgspec.json.encode(summary)))
     failed = sum(n for outcome, n in summary.outcomes.items() if outcome not in _OK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loadtest.audio import (
@@ -96,3 +97,15 @@ def test_speech_detector(library: FixtureLibrary) -> None:
     assert not det.is_speech(audio.payload[:160])
     assert det.is_speech(audio.payload[8000:8160])
     assert not det.is_speech(b"")
+
+
+def test_speech_detector_fast_paths_agree_with_rms(library: FixtureLibrary) -> None:
+    det = SpeechDetector(-50.0)
+    rng = np.random.default_rng(7)
+    chunks = [rng.integers(0, 256, 160, dtype=np.uint8).tobytes() for _ in range(2000)]
+    payload = library.load("conversation").payload
+    chunks += [payload[i : i + 160] for i in range(0, len(payload) - 160, 160)]
+    # Quiet noise around the threshold: a mix of codes just above and below it.
+    chunks += [bytes(rng.choice([0xFF, 0xFE, 0xF0, 0xE8, 0xE0], 160)) for _ in range(2000)]
+    for chunk in chunks:
+        assert det.is_speech(chunk) == (det.level_dbfs(chunk) >= -50.0)

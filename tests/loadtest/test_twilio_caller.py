@@ -147,6 +147,8 @@ async def test_signed_webhook_twiml_followed_and_audio_sent_exactly(
     assert result.received_audio == audio.payload[: len(result.received_audio)]
     assert len(result.received_audio) >= len(audio.payload) - 3 * FRAME_BYTES
     assert rep.jitter_ms.count > 10
+    # Echoed silence frames are not agent speech: no barge-in, not an overlap.
+    assert rep.barge_ins == []
 
 
 @pytest.mark.fake_mode("reply")
