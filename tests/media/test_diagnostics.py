@@ -247,3 +247,19 @@ async def test_twilio_channel_records_both_sides(tmp_path: Path) -> None:
         stereo = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
     assert (stereo[:, 0] == g711.ulaw_decode(b"\x00")[0]).sum() == 480
     assert (stereo[:, 1] == g711.ulaw_decode(b"\x80")[0]).sum() == 480
+
+
+async def test_echo_keeps_going_when_far_end_never_echoes_marks() -> None:
+    clock, far = FrameClock(), FakeTwilio()
+    channel = make_channel(clock, far)
+    agent = EchoAgent(delay_ms=0, mark_every_frames=1)
+    task = asyncio.ensure_future(agent.run(channel))
+    for i in range(300):
+        channel.handle(channel.state.feed(media_msg(i + 2, b"\x01" * 160), i * 0.02), i * 0.02)
+        await settle()
+        await clock.tick()
+    assert len(far.media()) == 300
+    assert agent.marks_skipped == 300 - 256
+    assert not task.done()
+    await channel.hangup()
+    await asyncio.wait_for(task, 1)

@@ -23,6 +23,7 @@ from voxgate.media.call import EndReason
 from voxgate.media.channel import ChannelClosedError, InboundAudio, MarkReached, MediaChannel
 from voxgate.media.dtmf import DtmfEvent
 from voxgate.media.frame import FRAME_BYTES_ULAW, FRAME_MS, SAMPLE_RATE
+from voxgate.media.outqueue import OutboundQueueFull
 
 __all__ = ["EchoAgent", "PromptAgent", "tone_sequence"]
 
@@ -37,6 +38,7 @@ class EchoAgent:
         self._mark_every = mark_every_frames
         self.frames_echoed = 0
         self.marks_reached: list[str] = []
+        self.marks_skipped = 0
 
     async def run(self, channel: MediaChannel) -> None:
         line: deque[bytes] = deque()
@@ -49,7 +51,7 @@ class EchoAgent:
                         await channel.send(line.popleft())
                         self.frames_echoed += 1
                         if self._mark_every and self.frames_echoed % self._mark_every == 0:
-                            channel.mark(f"echo-{self.frames_echoed}")
+                            self._place_mark(channel)
                 elif isinstance(event, MarkReached):
                     if event.played:
                         self.marks_reached.append(event.name)
@@ -58,6 +60,13 @@ class EchoAgent:
                     channel.clear()
         except ChannelClosedError:
             return
+
+    def _place_mark(self, channel: MediaChannel) -> None:
+        try:
+            channel.mark(f"echo-{self.frames_echoed}")
+        except OutboundQueueFull:
+            # The far end stopped echoing marks; keep echoing audio regardless.
+            self.marks_skipped += 1
 
 
 def tone_sequence(

@@ -94,6 +94,13 @@ del _table
 
 
 def _as_int16(pcm: npt.ArrayLike) -> Int16Array:
+    if (
+        isinstance(pcm, np.ndarray)
+        and pcm.dtype == np.int16
+        and pcm.ndim == 1
+        and pcm.flags.c_contiguous
+    ):
+        return pcm  # the per-frame case: no copies, no reshapes
     arr = np.asarray(pcm)
     if arr.dtype != np.int16:
         raise TypeError(f"expected int16 PCM, got {arr.dtype}")
@@ -107,7 +114,7 @@ def ulaw_decode(data: bytes | bytearray | memoryview) -> Int16Array:
 
 def ulaw_encode(pcm: npt.ArrayLike) -> bytes:
     """Encode int16 PCM to µ-law bytes."""
-    return _ULAW_ENC[_as_int16(pcm).view(np.uint16)].tobytes()
+    return _ULAW_ENC.take(_as_int16(pcm).view(np.uint16)).tobytes()
 
 
 def alaw_decode(data: bytes | bytearray | memoryview) -> Int16Array:
@@ -117,7 +124,7 @@ def alaw_decode(data: bytes | bytearray | memoryview) -> Int16Array:
 
 def alaw_encode(pcm: npt.ArrayLike) -> bytes:
     """Encode int16 PCM to A-law bytes."""
-    return _ALAW_ENC[_as_int16(pcm).view(np.uint16)].tobytes()
+    return _ALAW_ENC.take(_as_int16(pcm).view(np.uint16)).tobytes()
 
 
 def ulaw_to_alaw(data: bytes | bytearray | memoryview) -> bytes:
