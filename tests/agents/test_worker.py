@@ -49,6 +49,10 @@ FLOW: dict[str, Any] = {
 }
 
 
+def caller_final(frame: ipc.Frame) -> bool:
+    return isinstance(frame, ipc.Transcript) and frame.final and frame.role == "caller"
+
+
 class WorkerProcess:
     def __init__(self, proc: asyncio.subprocess.Process, channel: ipc.Channel) -> None:
         self.proc = proc
@@ -125,7 +129,7 @@ async def test_worker_call_end_to_end(worker: WorkerProcess, tmp_path: Path) -> 
     phrase = read_mulaw_wav(AUDIO / "opening_hours_saturday.wav") + b"\xff" * 8000
     for seq, i in enumerate(range(0, len(phrase), 160)):
         await ch.send(ipc.AudioIn(call_id="c1", seq=seq, ulaw=phrase[i : i + 160]))
-    final, seen = await worker.recv_until(lambda f: isinstance(f, ipc.Transcript) and f.final)
+    final, seen = await worker.recv_until(caller_final)
     assert final.role == "caller"
     assert wer("What are your opening hours on Saturday?", final.text) == 0.0, final.text
     assert any(isinstance(f, ipc.SpeechStarted) for f in seen)

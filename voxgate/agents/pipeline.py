@@ -149,6 +149,8 @@ class CallPipeline:
         )
         self._audio: deque[bytes] = deque()
         self._audio_ready = asyncio.Event()
+        self._audio_idle = asyncio.Event()
+        self._audio_idle.set()
         self.audio_dropped = 0
         self._says: deque[Say] = deque()
         self._say_ready = asyncio.Event()
@@ -177,6 +179,7 @@ class CallPipeline:
             self.audio_dropped += 1
             return
         self._audio.append(frame.ulaw)
+        self._audio_idle.clear()
         self._audio_ready.set()
 
     def on_mark(self, name: str) -> None:
@@ -274,6 +277,7 @@ class CallPipeline:
             await self._audio_ready.wait()
             self._audio_ready.clear()
             if not self._audio:
+                self._audio_idle.set()
                 continue
             chunk = b"".join(self._audio)
             self._audio.clear()
@@ -285,6 +289,12 @@ class CallPipeline:
             if partial is not None:
                 self._partial_running = True
                 self._spawn(self._partial(partial, self._endpointer.now))
+            if not self._audio:
+                self._audio_idle.set()
+
+    async def audio_processed(self) -> None:
+        """Wait until every caller frame fed so far has been through VAD/endpointing."""
+        await self._audio_idle.wait()
 
     def _process_audio(
         self, ulaw: bytes
