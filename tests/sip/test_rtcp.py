@@ -14,6 +14,7 @@ from voxgate.sip.rtcp import (
     ReceptionStatistics,
     ReportBlock,
     RtcpError,
+    RtcpPacket,
     SdesChunk,
     SenderReport,
     SourceDescription,
@@ -38,7 +39,7 @@ BLOCK = ReportBlock(
 
 
 def test_compound_roundtrip() -> None:
-    packets = [
+    packets: list[RtcpPacket] = [
         SenderReport(
             ssrc=1,
             ntp_timestamp=ntp_from_unix(1_700_000_000.5),
@@ -56,7 +57,7 @@ def test_compound_roundtrip() -> None:
 
 
 def test_receiver_report_and_unknown_types() -> None:
-    packets = [
+    packets: list[RtcpPacket] = [
         ReceiverReport(ssrc=9, reports=[BLOCK, BLOCK]),
         UnknownRtcp(packet_type=204, count=1, payload=b"name\x00\x00\x00\x01"),
         SourceDescription(
