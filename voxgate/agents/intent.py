@@ -83,23 +83,21 @@ class _SparseIndex:
     """Rows of sparse vectors stored column-wise (CSC), so a dot product with a short
     query touches only the query's features, in a handful of vectorised numpy calls."""
 
-    def __init__(self, rows: Sequence[dict[int, float]], size: int) -> None:
+    def __init__(self, rows: Sequence[dict[int, float]], size: int, width: int) -> None:
         self.size = size
-        columns: dict[int, list[tuple[int, float]]] = {}
-        for row_id, row in enumerate(rows):
-            for feature, weight in row.items():
-                columns.setdefault(feature, []).append((row_id, weight))
-        width = max(columns, default=-1) + 1
-        self._starts = np.zeros(width + 1, dtype=np.intp)
+        features: list[int] = []
         row_ids: list[int] = []
         weights: list[float] = []
-        for feature in range(width):
-            for row_id, weight in columns.get(feature, ()):
-                row_ids.append(row_id)
-                weights.append(weight)
-            self._starts[feature + 1] = len(row_ids)
-        self._rows = np.asarray(row_ids, dtype=np.intp)
-        self._weights = np.asarray(weights, dtype=np.float64)
+        for row_id, row in enumerate(rows):
+            features.extend(row.keys())
+            weights.extend(row.values())
+            row_ids.extend([row_id] * len(row))
+        by_feature = np.argsort(np.asarray(features, dtype=np.intp), kind="stable")
+        counts = np.bincount(np.asarray(features, dtype=np.intp), minlength=width)
+        self._starts = np.zeros(width + 1, dtype=np.intp)
+        np.cumsum(counts, out=self._starts[1:])
+        self._rows = np.asarray(row_ids, dtype=np.intp)[by_feature]
+        self._weights = np.asarray(weights, dtype=np.float64)[by_feature]
 
     def dot(
         self, features: npt.NDArray[np.intp], values: npt.NDArray[np.float64]
@@ -143,16 +141,14 @@ class IntentClassifier:
         self._example_intent = np.asarray(
             [self.intents.index(name) for name, _ in pairs], dtype=np.intp
         )
-        self._examples = _SparseIndex(vectors, len(vectors))
-        centroids: list[dict[int, float]] = []
-        for k in range(len(self.intents)):
-            total: dict[int, float] = {}
-            for vec, (name, _) in zip(vectors, pairs, strict=True):
-                if name == self.intents[k]:
-                    for f, w in vec.items():
-                        total[f] = total.get(f, 0.0) + w
-            centroids.append(_l2(total))
-        self._centroids = _SparseIndex(centroids, len(centroids))
+        width = len(self._vocabulary)
+        self._examples = _SparseIndex(vectors, len(vectors), width)
+        totals: list[dict[int, float]] = [{} for _ in self.intents]
+        for vec, k in zip(vectors, self._example_intent.tolist(), strict=True):
+            total = totals[k]
+            for f, w in vec.items():
+                total[f] = total.get(f, 0.0) + w
+        self._centroids = _SparseIndex([_l2(t) for t in totals], len(totals), width)
 
     @classmethod
     def from_intents(
