@@ -383,12 +383,14 @@ class _Stream:
         self.parameters = parameters
         self.record = record
         self.bidirectional = bidirectional
-        self.loop = asyncio.get_running_loop()
+        # time.monotonic, not loop.time(): uvloop's clock ticks in whole
+        # milliseconds and is cached per loop iteration, too coarse for jitter.
+        self.clock = time.monotonic
         self.seq = 0
         self.server_closed = asyncio.Event()
         self.stream_sid = report.stream_sid or ""
         self.playback = PlaybackBuffer(
-            self.loop.time(), prebuffer_s=config.prebuffer_s, gap_max_s=config.gap_max_s
+            self.clock(), prebuffer_s=config.prebuffer_s, gap_max_s=config.gap_max_s
         )
         self.turn_ends: list[tuple[float, Turn]] = []  # (monotonic end, turn)
         self.barges: list[tuple[float, BargeIn]] = []
@@ -466,7 +468,7 @@ class _Stream:
             self.server_closed.set()
 
     async def _on_text(self, data: str) -> None:
-        now = self.loop.time()
+        now = self.clock()
         try:
             msg = msgspec.json.decode(data, type=_ServerMessage)
         except (msgspec.ValidationError, msgspec.DecodeError):
@@ -547,14 +549,14 @@ class _Stream:
         if self.server_closed.is_set():
             return None
         target = t0 + i * FRAME_S
-        delay = target - self.loop.time()
+        delay = target - self.clock()
         if delay > 0:
             # A plain sleep per frame is the cheapest timer; a server close is
             # noticed within one frame.
             await asyncio.sleep(delay)
             if self.server_closed.is_set():
                 return None
-        now = self.loop.time()
+        now = self.clock()
         self.result.send_lateness_ms.append(max(0.0, now - target) * 1000)
         return now
 
@@ -591,7 +593,7 @@ class _Stream:
     async def send_loop(self) -> None:
         """Caller audio at real time, 20 ms per message, on a monotonic grid."""
         cfg = self.config
-        t0 = self.loop.time()
+        t0 = self.clock()
         self.t0 = t0
         i = 0
         if cfg.wait_for_greeting:
@@ -673,7 +675,7 @@ class _Stream:
     def finish(self) -> None:
         for _, barge in self.barges:
             if barge.result == "pending":
-                barge.result = "missed" if self._agent_speaking(self.loop.time()) else "drained"
+                barge.result = "missed" if self._agent_speaking(self.clock()) else "drained"
         self.report.turns = [t for _, t in self.turn_ends]
         self.report.barge_ins = [b for _, b in self.barges]
         self.report.gaps = len(self.playback.gaps_s)
