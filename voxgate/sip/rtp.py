@@ -363,15 +363,17 @@ class RtpSender:
     def build(self, payload_type: int, payload: bytes, timestamp: int, *, marker: bool) -> bytes:
         """Build a packet with the next sequence number of this stream (also
         used for telephone-event packets, which share SSRC and numbering)."""
-        packet = RtpPacket(
-            payload_type=payload_type,
-            sequence_number=self._seq,
-            timestamp=timestamp,
-            ssrc=self.ssrc,
-            payload=payload,
-            marker=marker,
+        if not 0 <= payload_type <= 127 or not 0 <= timestamp <= 0xFFFFFFFF:
+            raise RtpError("payload type or timestamp out of range")
+        # Hot path (every 20 ms per call): pack the fixed header directly.
+        header = _HEADER.pack(
+            RTP_VERSION << 6,
+            (0x80 if marker else 0) | payload_type,
+            self._seq,
+            timestamp,
+            self.ssrc,
         )
-        self._seq = seq_add(self._seq, 1)
+        self._seq = (self._seq + 1) & 0xFFFF
         self.packets_sent += 1
         self.octets_sent += len(payload)
-        return packet.serialize()
+        return header + payload

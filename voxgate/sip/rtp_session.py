@@ -146,7 +146,7 @@ class RtpSession:
     ) -> None:
         self.config = config if config is not None else RtpSessionConfig()
         self._rng = rng if rng is not None else random.Random()
-        self.params = params
+        self._set_params(params)
         self._sender = RtpSender(params.codec.payload_type, rng=self._rng)
         self._jitter = self._new_jitter_buffer()
         self._rx_stats = ReceptionStatistics()
@@ -214,9 +214,16 @@ class RtpSession:
             self._rtcp_addr = None
         if params.codec.payload_type != self.params.codec.payload_type:
             self._sender.payload_type = params.codec.payload_type
-        self.params = params
+        self._set_params(params)
         self._last_rx = now
         self._timed_out = False
+
+    def _set_params(self, params: MediaParams) -> None:
+        self.params = params
+        # Cached: read on every packet and frame.
+        self._audio_pt = params.codec.payload_type
+        self._alaw = params.codec.name.upper() == "PCMA"
+        self._sends = params.direction.sends
 
     # -- receiving ------------------------------------------------------------
 
@@ -230,7 +237,7 @@ class RtpSession:
             self.invalid_packets += 1
             return []
         pt = packet.payload_type
-        audio_pt = self.params.codec.payload_type
+        audio_pt = self._audio_pt
         te_pt = self.params.telephone_event_pt
         if pt != audio_pt and pt != te_pt and pt != COMFORT_NOISE_PT:
             self.invalid_packets += 1
@@ -324,7 +331,7 @@ class RtpSession:
         if out.kind is PlayoutKind.SILENCE:
             return Frame.ulaw_silence()
         payload = out.payload
-        if self.params.codec.name.upper() == "PCMA":
+        if self._alaw:
             payload = g711.alaw_to_ulaw(payload)
         if len(payload) != FRAME_BYTES_ULAW:
             # Only 20 ms packets are negotiated; fit anything else to one frame.
@@ -336,7 +343,7 @@ class RtpSession:
     # -- sending ----------------------------------------------------------------
 
     def _can_send(self) -> Address | None:
-        if not self.params.direction.sends:
+        if not self._sends:
             return None
         return self.remote_addr
 
@@ -349,7 +356,7 @@ class RtpSession:
         if len(ulaw_frame) != FRAME_BYTES_ULAW:
             raise RtpSessionError(f"audio frames are {FRAME_BYTES_ULAW} bytes of µ-law")
         payload = ulaw_frame
-        if self.params.codec.name.upper() == "PCMA":
+        if self._alaw:
             payload = g711.ulaw_to_alaw(ulaw_frame)
         self._sent_since_report = True
         return Datagram(self._sender.send_frame(payload, now), dest)
