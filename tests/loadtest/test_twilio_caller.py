@@ -23,6 +23,7 @@ from loadtest.twilio_caller import (
     CallerConfig,
     Outcome,
     TwimlError,
+    _connect_url,
     parse_twiml,
     render_summary,
     run_call,
@@ -92,6 +93,17 @@ def test_parse_busy_and_listen_only() -> None:
 def test_parse_rejects_bad_twiml(bad: str) -> None:
     with pytest.raises(TwimlError):
         parse_twiml(bad)
+
+
+def test_stream_url_maps_public_base_to_the_local_server() -> None:
+    cfg = CallerConfig(
+        url="http://127.0.0.1:8080", public_url="https://voice.example.com", account_sid="AC1",
+        auth_token="t",
+    )  # fmt: skip
+    assert _connect_url("wss://voice.example.com/twilio/media", cfg) == (
+        "ws://127.0.0.1:8080/twilio/media"
+    )
+    assert _connect_url("wss://elsewhere.example/x", cfg) == "wss://elsewhere.example/x"
 
 
 # -- calls against the fake ----------------------------------------------------
@@ -334,3 +346,21 @@ async def test_cli_writes_json(fake_server: FakeVoiceServer, tmp_path: Path) -> 
     assert data["outcomes"] == {"completed": 1}
     assert data["call_reports"][0]["media_sent"] == 30
     assert AUTH_TOKEN not in out.read_text()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--calls", "0"], ["--audio", ","], ["--concurrency", "0"]],
+)
+def test_cli_rejects_bad_arguments(extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--url", "http://127.0.0.1:9", "--account-sid", ACCOUNT_SID, "--auth-token", "t"]
+    with pytest.raises(SystemExit) as exc:
+        cli_main(args + extra)
+    assert exc.value.code == 2
+
+
+def test_cli_unknown_audio_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--url", "http://127.0.0.1:9", "--account-sid", ACCOUNT_SID, "--auth-token", "t"]
+    code = cli_main([*args, "--audio", "no_such_phrase", "--audio-dir", str(AUDIO_DIR)])
+    assert code == 2
+    assert "unknown audio" in capsys.readouterr().err
