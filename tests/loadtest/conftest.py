@@ -34,6 +34,7 @@ class StreamLog:
     """What one Media Streams connection received, with loop times."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[tuple[float, str]] = field(default_factory=list)  # (arrival, text frame)
     audio: bytearray = field(default_factory=bytearray)
     arrivals: list[float] = field(default_factory=list)
     sent_marks: dict[str, float] = field(default_factory=dict)  # name -> when sent
@@ -109,6 +110,7 @@ class FakeVoiceServer:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 break
             now = loop.time()
+            log.raw.append((now, msg.data))
             data = json.loads(msg.data)
             log.messages.append(data)
             event = data["event"]

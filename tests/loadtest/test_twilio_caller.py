@@ -30,6 +30,8 @@ from loadtest.twilio_caller import (
     run_calls,
 )
 from tests.loadtest.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, TOKEN, FakeVoiceServer
+from voxgate.media.dtmf import DtmfEvent
+from voxgate.media.twilio_stream import StreamStarted, StreamStopped, TwilioStreamState
 
 AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
 LIB = FixtureLibrary(AUDIO_DIR)
@@ -161,6 +163,16 @@ async def test_signed_webhook_twiml_followed_and_audio_sent_exactly(
     assert rep.jitter_ms.count > 10
     # Echoed silence frames are not agent speech: no barge-in, not an overlap.
     assert rep.barge_ins == []
+    # The server's own stream parser accepts every frame the caller sent.
+    state = TwilioStreamState()
+    events = [e for at, text in log.raw for e in state.feed(text, at)]
+    bad = {k: v for k, v in state.counters.as_dict().items() if v and k != "media_frames"}
+    assert bad == {}
+    assert state.counters.media_frames == rep.media_sent
+    (started,) = [e for e in events if isinstance(e, StreamStarted)]
+    assert started.custom_parameters == {"token": TOKEN} and started.call_sid == rep.call_sid
+    assert [e.digit for e in events if isinstance(e, DtmfEvent)] == ["1", "#"]
+    assert isinstance(events[-1], StreamStopped)
 
 
 @pytest.mark.fake_mode("reply")
