@@ -52,6 +52,14 @@ class _RunQueueClock:
         return int(fields[1]) / 1e9
 
 
+def _describe(handle: asyncio.Handle) -> str:
+    """Name the coroutine behind a task step, not just the wrapper object."""
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+    if isinstance(owner, asyncio.Task):
+        return f"task {owner.get_name()} running {owner.get_coro()!r}"
+    return repr(handle)
+
+
 @contextlib.contextmanager
 def loop_block_guard(limit: float = BLOCK_LIMIT) -> Iterator[list[str]]:
     """Record every event-loop callback that holds the loop longer than ``limit``.
@@ -72,7 +80,7 @@ def loop_block_guard(limit: float = BLOCK_LIMIT) -> Iterator[list[str]]:
             if held > limit:
                 held -= run_queue() - queued
                 if held > limit:
-                    slow.append(f"{held * 1000:.0f} ms in {handle!r}")
+                    slow.append(f"{held * 1000:.0f} ms in {_describe(handle)}")
 
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign,assignment]
     try:

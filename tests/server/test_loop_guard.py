@@ -27,3 +27,13 @@ async def test_blocking_work_in_a_thread_is_fine() -> None:
     with loop_block_guard() as slow:
         await asyncio.to_thread(block)
     assert slow == []
+
+
+@pytest.mark.allow_blocking
+async def test_guard_names_the_blocking_task() -> None:
+    async def stalls() -> None:
+        block()
+
+    with loop_block_guard() as slow:
+        await asyncio.create_task(stalls(), name="staller")
+    assert len(slow) == 1 and "staller" in slow[0] and "stalls" in slow[0], slow
