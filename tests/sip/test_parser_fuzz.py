@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from voxgate.sip.errors import SipParseError
 from voxgate.sip.message import SipLimits, SipRequest, SipResponse, StreamFramer, parse
+from voxgate.sip.transaction import TransactionLayer, Transport, TxState
 
 RFC4475 = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "sip" / "rfc4475"
 CORPUS = [p.read_bytes() for p in sorted(RFC4475.glob("*.dat"))] + [
@@ -108,3 +109,23 @@ def test_stream_framer_never_crashes(chunks: list[bytes]) -> None:
                     check(frame)
     except SipParseError:
         pass
+
+
+@FUZZ
+@given(st.lists(st.tuples(mutated(), st.floats(0, 40)), max_size=12))
+def test_transaction_layer_survives_any_input(inputs: list[tuple[bytes, float]]) -> None:
+    layer = TransactionLayer()
+    now = 0.0
+    for data, step in inputs:
+        now += step
+        layer.receive(data, ("192.0.2.5", 5060), Transport.UDP, now)
+        layer.handle_timer(now)
+        for out in layer.take_outgoing():
+            assert out.destination[0] != "255.255.255.255"
+        layer.take_events()
+    layer.handle_timer(now + 1000.0)
+    # Only server transactions still waiting for the TU's answer may remain.
+    assert all(
+        not tx.is_client and tx.state in (TxState.TRYING, TxState.PROCEEDING)
+        for tx in layer.transactions
+    )
