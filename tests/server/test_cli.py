@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
@@ -11,13 +12,15 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from voxgate.server.cli import main
 from voxgate.server.config import Config, ConfigError, config_from
+from voxgate.server.services import Services
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
@@ -233,6 +236,19 @@ def test_config_precedence() -> None:
         config_from({"http_port": "-1"}, {})
 
 
+def with_services(
+    config: Config, work: Callable[[Services], Coroutine[Any, Any, object]]
+) -> object:
+    async def run() -> object:
+        services = await Services.open(config)
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(run())
+
+
 def test_management_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
     env_before = dict(os.environ)
@@ -243,6 +259,7 @@ def test_management_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     tenant_id = out.split()[1]
     assert tenant_id.startswith("t_") and "API key (shown once): vg_" in out
+    api_key = out.split("API key (shown once): ")[1].split()[0]
 
     assert main(["tenant", "list", *data]) == 0
     out = capsys.readouterr().out
@@ -263,6 +280,27 @@ def test_management_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["tenant", "resume", tenant_id, *data]) == 0
     assert main(["admin-token", "rotate", *data]) == 0
     assert "vga_" in capsys.readouterr().out
+
+    master_before = (tmp_path / "data" / "master.key").read_text()
+    store_config = Config(data_dir=tmp_path / "data")
+
+    async def put_secret(services: Services) -> object:
+        await services.secrets.put(tenant_id, "llm", {"api_key": "v1"}, "test")
+        return None
+
+    async def read_back(services: Services) -> object:
+        return (
+            await services.secrets.get(tenant_id, "llm"),
+            await services.apikeys.authenticate(api_key),
+        )
+
+    with_services(store_config, put_secret)
+    assert main(["master-key", "rotate", *data]) == 0
+    assert "rotated" in capsys.readouterr().out
+    assert (tmp_path / "data" / "master.key").read_text() != master_before
+    assert not (tmp_path / "data" / "master.key.rotating").exists()
+    # secrets and key hashes survive the rotation
+    assert with_services(store_config, read_back) == ({"api_key": "v1"}, tenant_id)
 
     assert main(["tenant", "create", "x", "--quotas", '{"max_workers": 0}', *data]) == 2
     assert "max_workers" in capsys.readouterr().err

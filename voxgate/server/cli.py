@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import msgspec
@@ -29,6 +30,7 @@ from voxgate.server.config import (
 )
 from voxgate.server.runtime import ListenError, ReadyInfo, Server, StartedHook
 from voxgate.server.services import Services
+from voxgate.tenants.crypto import encode_master_key, generate_master_key, save_master_key
 from voxgate.tenants.errors import TenantsError
 from voxgate.tenants.models import ApiKeyCreate, Quotas, TenantCreate
 
@@ -114,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cmds = admin.add_subparsers(dest="action", required=True, parser_class=_Parser)
     rotate = admin_cmds.add_parser("rotate", help="replace the admin token (prints the new one)")
     _add_flags(rotate, STORE_FLAGS)
+
+    master = commands.add_parser("master-key", help="manage the secrets master key")
+    master_cmds = master.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    master_rotate = master_cmds.add_parser(
+        "rotate", help="re-wrap every tenant data key under a new master key (server stopped)"
+    )
+    _add_flags(master_rotate, STORE_FLAGS)
     return parser
 
 
@@ -179,12 +188,12 @@ def _print_json(value: Any) -> None:
 async def _manage(config: Config, args: argparse.Namespace) -> int:
     services = await Services.open(config)
     try:
-        return await _dispatch(services, args)
+        return await _dispatch(services, config, args)
     finally:
         await services.close()
 
 
-async def _dispatch(services: Services, args: argparse.Namespace) -> int:
+async def _dispatch(services: Services, config: Config, args: argparse.Namespace) -> int:
     actor = "cli"
     if args.command == "tenant":
         if args.action == "create":
@@ -223,7 +232,37 @@ async def _dispatch(services: Services, args: argparse.Namespace) -> int:
     elif args.command == "admin-token":
         token = await services.admin_tokens.rotate()
         print(f"New admin token (shown once; stored hashed): {token}")
+    elif args.command == "master-key":
+        await _rotate_master_key(services, config)
     return 0
+
+
+async def _rotate_master_key(services: Services, config: Config) -> None:
+    """Re-wrap data keys under a fresh master key without ever losing the key in use.
+
+    The new key is written to ``master.key.rotating`` before Redis changes, so
+    a crash half-way leaves it recoverable; it becomes ``master.key`` after.
+    """
+    new_key = generate_master_key()
+    if config.master_key is not None:
+        count = await services.secrets.rotate_master(new_key)
+        print(f"re-wrapped {count} key(s); set VOXGATE_MASTER_KEY to the new key before the")
+        print(f"next start (shown once): {encode_master_key(new_key)}")
+        return
+    pending = config.data_dir / "master.key.rotating"
+    await asyncio.to_thread(_write_private, pending, encode_master_key(new_key) + "\n")
+    count = await services.secrets.rotate_master(new_key)
+    await asyncio.to_thread(save_master_key, config.data_dir, new_key)
+    await asyncio.to_thread(pending.unlink)
+    print(f"master key rotated; re-wrapped {count} key(s)")
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _tenant_table(tenants: Sequence[Any]) -> None:
