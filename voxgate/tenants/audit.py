@@ -37,9 +37,16 @@ def _stream_key(tenant_id: str | None) -> str:
 class AuditLog:
     """Append and page through audit entries (newest first)."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_entries: int = MAX_ENTRIES,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._max_entries = max_entries
 
     async def append(
         self,
@@ -59,7 +66,7 @@ class AuditLog:
         }
         async with self._store.guard():
             entry_id = await self._store.redis.xadd(
-                _stream_key(tenant_id), fields, maxlen=MAX_ENTRIES, approximate=True
+                _stream_key(tenant_id), fields, maxlen=self._max_entries, approximate=True
             )
         return to_bytes(entry_id).decode()
 

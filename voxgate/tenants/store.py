@@ -203,8 +203,11 @@ class Store:
         raise Conflict("the object changed concurrently too often; retry")
 
     async def _probe(self) -> bool:
+        # asyncio.timeout, not wait_for: no extra task whose failure could go
+        # unretrieved when the monitor is cancelled mid-ping.
         try:
-            return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
+            async with asyncio.timeout(2.0):
+                return bool(await self.redis.ping())
         except (RedisError, OSError, TimeoutError):
             return False
 
