@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -60,32 +61,53 @@ def _describe(handle: asyncio.Handle) -> str:
     return repr(handle)
 
 
+class _GcClock:
+    """Total seconds spent in the cyclic garbage collector since installed."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._started
+
+
 @contextlib.contextmanager
 def loop_block_guard(limit: float = BLOCK_LIMIT) -> Iterator[list[str]]:
     """Record every event-loop callback that holds the loop longer than ``limit``.
 
-    Every ``Handle._run`` (task steps included) is timed; time the thread spent
-    preempted by other processes is not counted.
+    Every ``Handle._run`` (task steps included) is timed.  Not counted: time the
+    thread spent preempted by other processes, and garbage-collector pauses
+    (their length depends on everything the test process has allocated, not
+    on the code under test).  What remains is the callback's own work or a
+    blocking call.
     """
     original = asyncio.events.Handle._run
     run_queue = _RunQueueClock()
+    collector = _GcClock()
     slow: list[str] = []
 
     def timed_run(handle: asyncio.Handle) -> None:
-        started, queued = time.perf_counter(), run_queue()
+        started, queued, collected = time.perf_counter(), run_queue(), collector.total
         try:
             original(handle)
         finally:
             held = time.perf_counter() - started
             if held > limit:
                 held -= run_queue() - queued
+                held -= collector.total - collected
                 if held > limit:
                     slow.append(f"{held * 1000:.0f} ms in {_describe(handle)}")
 
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign,assignment]
+    gc.callbacks.append(collector)
     try:
         yield slow
     finally:
+        gc.callbacks.remove(collector)
         asyncio.events.Handle._run = original  # type: ignore[method-assign]
 
 
