@@ -1,0 +1,426 @@
+"""Inbound SIP calls: from an INVITE to an agent talking on RTP.
+
+:class:`SipGateway` is the user agent's :class:`~voxgate.sip.ua.InviteHandler`.
+For each new INVITE it decides, in this order:
+
+1. the server is draining -> ``503`` (``Retry-After``);
+2. the Request-URI user (else the To user) is looked up as a number with or
+   without ``+`` (``Numbers.lookup``); unknown, or not a ``sip`` number -> ``404``;
+3. the tenant is not active -> ``403``;
+4. the tenant's inbound ACL (:mod:`voxgate.tenants.sip_acl`): a source outside
+   its networks -> ``403``; with a digest user, no/invalid credentials ->
+   ``401`` with a challenge (a stale nonce is re-challenged with ``stale=true``);
+5. admission (``CallControl.admit``: concurrency and calls per second) ->
+   ``503`` with ``Retry-After``;
+6. an RTP port pair (none free -> ``503``) and SDP offer/answer (nothing in
+   common -> ``488``; an INVITE without an offer -> ``488``).
+
+Then it rings (``180``), answers ``200`` with the SDP answer after
+``ring_seconds`` (a CANCEL meanwhile gets ``487``), attaches the call to the
+registry and runs the agent (``AgentHost``) on a :class:`SipMediaChannel`.
+When the call ends the record gets its end state, frame counts and the RTCP
+statistics (as a ``rtp_stats`` call event), and the admission slot is freed.
+
+:func:`start_sip` opens the UDP and TCP listeners and returns a
+:class:`SipListener` the server's listener seam understands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from typing import Any
+
+import msgspec
+
+from voxgate.media.call import Call as MediaCall
+from voxgate.media.call import EndReason
+from voxgate.media.channel import CallAgent
+from voxgate.server.agent_host import FallbackAgent
+from voxgate.server.call_control import Admission, CallRuntime
+from voxgate.server.config import Config
+from voxgate.server.services import Services
+from voxgate.sip.channel import SipMediaChannel
+from voxgate.sip.digest import DigestServer, DigestVerdict, parse_credentials
+from voxgate.sip.errors import DigestError
+from voxgate.sip.ports import PortsExhausted, RtpPortAllocator
+from voxgate.sip.rtp_session import RtpSession, RtpSessionConfig
+from voxgate.sip.rtp_transport import RtpBindError, RtpClock, RtpEndpoint
+from voxgate.sip.sdp import SdpError, SdpSession
+from voxgate.sip.transaction import Transport
+from voxgate.sip.transport import SipTransports
+from voxgate.sip.ua import IncomingInvite, UserAgent
+from voxgate.tenants.calls import CallEventEntry, CallRecord, CallRecordStatus
+from voxgate.tenants.errors import NotFound, StoreUnavailable
+from voxgate.tenants.sip_acl import SECRET_NAME, SipAclStore, source_allowed
+
+__all__ = ["SipGateway", "SipListener", "start_sip"]
+
+log = logging.getLogger("voxgate.sip")
+
+AGENT_STOP_TIMEOUT = 5.0
+_RETRY_AFTER = {
+    Admission.BUSY_CPS: "1",
+    Admission.BUSY_CONCURRENCY: "10",
+    Admission.DRAINING: "30",
+}
+
+
+class SipGateway:
+    """Routes inbound INVITEs to tenants' agents (see the module docstring)."""
+
+    def __init__(
+        self,
+        services: Services,
+        runtime: CallRuntime,
+        *,
+        media_host: str,
+        rtp_ports: RtpPortAllocator,
+        rtp_clock: RtpClock,
+        ring_seconds: float = 0.25,
+        rtp_config: RtpSessionConfig | None = None,
+        digest_secret: bytes | None = None,
+    ) -> None:
+        self.services = services
+        self.runtime = runtime
+        self.media_host = media_host
+        self.rtp_ports = rtp_ports
+        self.rtp_clock = rtp_clock
+        self.ring_seconds = ring_seconds
+        self.rtp_config = rtp_config or RtpSessionConfig()
+        self.acls = SipAclStore(services.store)
+        self.digest = DigestServer(secret=digest_secret or secrets.token_bytes(32), realm="voxgate")
+        self._calls: dict[str, asyncio.Task[None]] = {}
+        self.draining = False
+        self.rejected: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ decisions
+
+    def _reject(
+        self,
+        invite: IncomingInvite,
+        status: int,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+        invite.reject(status, reason, headers or [])
+
+    @property
+    def is_draining(self) -> bool:
+        """True once no new calls are taken."""
+        return self.draining or self.services.status.draining or self.runtime.control.draining
+
+    async def handle_invite(self, invite: IncomingInvite) -> None:
+        if self.is_draining:
+            self._reject(
+                invite, 503, "Draining", [("Retry-After", _RETRY_AFTER[Admission.DRAINING])]
+            )
+            return
+        number = invite.called_user
+        try:
+            found = await self.services.numbers.lookup(number) if number else None
+        except StoreUnavailable:
+            self._reject(invite, 503, headers=[("Retry-After", "5")])
+            return
+        if found is None or found[1].provider != "sip":
+            self._reject(invite, 404)
+            return
+        tenant_id, mapping = found
+        try:
+            tenant = await self.services.registry.get(tenant_id)
+            if tenant.status != "active":
+                self._reject(invite, 403, "Tenant Suspended")
+                return
+            if not await self._acl_allows(invite, tenant_id):
+                return
+        except (NotFound, StoreUnavailable):
+            self._reject(invite, 503, headers=[("Retry-After", "5")])
+            return
+        if invite.offer is None:
+            self._reject(invite, 488, "Offer Required")
+            return
+        call_id = "sip_" + secrets.token_hex(12)
+        admission = self.runtime.control.admit(
+            tenant_id, mapping.agent_id, "sip", call_id, tenant.quotas
+        )
+        if admission is not Admission.ADMITTED:
+            reason = "Draining" if admission is Admission.DRAINING else "Over Quota"
+            self._reject(invite, 503, reason, [("Retry-After", _RETRY_AFTER[admission])])
+            return
+        try:
+            await self._connect(invite, tenant_id, mapping.agent_id, call_id)
+        finally:
+            if not invite.answered or invite.is_cancelled:
+                self.runtime.control.release(call_id)
+
+    async def _acl_allows(self, invite: IncomingInvite, tenant_id: str) -> bool:
+        acl = await self.acls.get(tenant_id)
+        if not acl.restricts:
+            return True
+        if not source_allowed(acl, invite.source[0]):
+            self._reject(invite, 403)
+            return False
+        if acl.username is None:
+            return True
+        secret = await self.services.secrets.get(tenant_id, SECRET_NAME)
+        password = secret.get("password") if secret else None
+        header = invite.request.headers.get("Authorization")
+        now = time.time()
+        stale = False
+        if header is not None and isinstance(password, str):
+            try:
+                credentials = parse_credentials(header)
+            except DigestError:
+                self._reject(invite, 400, "Bad Authorization")
+                return False
+            if credentials.username == acl.username:
+                verdict = self.digest.verify(credentials, "INVITE", password=password, now=now)
+                if verdict is DigestVerdict.ACCEPTED:
+                    return True
+                stale = verdict is DigestVerdict.STALE
+        challenges = self.digest.challenges(now, stale=stale)
+        self._reject(invite, 401, headers=[("WWW-Authenticate", c) for c in challenges])
+        return False
+
+    # ------------------------------------------------------------------ the call
+
+    async def _agent_for(self, tenant_id: str, agent_id: str, call: MediaCall) -> CallAgent:
+        try:
+            agent = await self.services.agents.get(tenant_id, agent_id)
+        except (NotFound, StoreUnavailable):
+            return FallbackAgent("agent no longer exists")
+        return self.runtime.agents.create(agent, call)
+
+    async def _connect(
+        self, invite: IncomingInvite, tenant_id: str, agent_id: str, call_id: str
+    ) -> None:
+        try:
+            endpoint = await RtpEndpoint.open(self.rtp_ports, self.media_host)
+        except (PortsExhausted, RtpBindError):
+            log.warning("no RTP port pair for a new call")
+            self._reject(invite, 503, "No Media Ports", [("Retry-After", "5")])
+            return
+        try:
+            sdp = SdpSession(self.media_host, endpoint.port)
+            assert invite.offer is not None  # checked by the caller
+            try:
+                answer, params = sdp.answer(invite.offer)
+            except SdpError:
+                self._reject(invite, 488)
+                return
+            wall = time.time()
+            call = MediaCall(
+                call_id,
+                tenant_id=tenant_id,
+                agent_id=agent_id,
+                provider="sip",
+                from_number=invite.caller_user[:64],
+                to_number=(invite.called_user or "")[:64],
+                now=wall,
+            )
+            agent = await self._agent_for(tenant_id, agent_id, call)
+            invite.ring()
+            if self.ring_seconds > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.ring_seconds):
+                        await invite.cancelled.wait()
+            if invite.is_cancelled or self.is_draining:
+                if not invite.is_cancelled:
+                    self._reject(invite, 503, "Draining", [("Retry-After", "30")])
+                call.closed(time.time(), EndReason.CANCELLED)
+                return
+            rtp = RtpSession(params, now=time.monotonic(), config=self.rtp_config)
+            channel = SipMediaChannel(call, self.runtime.clock, self.rtp_clock, endpoint, rtp, sdp)
+            session = invite.answer(answer.to_bytes(), channel)
+        except BaseException:
+            endpoint.close()
+            raise
+        call.answer(time.time())
+        channel.start(session)
+        self.runtime.control.attach(call, channel)
+        task = asyncio.get_running_loop().create_task(
+            self._run_call(call, channel, agent), name=f"sip-call-{call_id}"
+        )
+        self._calls[call_id] = task
+        task.add_done_callback(lambda _t: self._calls.pop(call_id, None))
+
+    async def _run_call(self, call: MediaCall, channel: SipMediaChannel, agent: CallAgent) -> None:
+        loop = asyncio.get_running_loop()
+        session = channel.session
+        assert session is not None  # set by start()
+        await self._record_start(call)
+        agent_task = loop.create_task(agent.run(channel), name=f"agent-{call.call_id}")
+        ended_task = loop.create_task(session.ended.wait())
+        try:
+            await asyncio.wait({agent_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
+            if not channel.closed:
+                # The agent returned without hanging up: end the call for it.
+                await channel.hangup(EndReason.AGENT_HANGUP)
+            try:
+                async with asyncio.timeout(AGENT_STOP_TIMEOUT):
+                    await asyncio.shield(agent_task)
+            except TimeoutError:
+                agent_task.cancel()
+            except Exception:
+                log.exception("agent of call %s failed", call.call_id)
+        finally:
+            ended_task.cancel()
+            if not agent_task.done():
+                agent_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await agent_task
+            if not channel.closed:
+                channel.abort(EndReason.ERROR)
+            await self._finish(call, channel)
+
+    async def _record_start(self, call: MediaCall) -> None:
+        record = CallRecord(
+            id=call.call_id,
+            tenant_id=call.tenant_id,
+            agent_id=call.agent_id,
+            provider="sip",
+            from_number=call.from_number,
+            to_number=call.to_number,
+            status="in_progress",
+            created_at=call.created_at,
+            started_at=call.answered_at,
+        )
+        try:
+            await self.runtime.records.create(record)
+        except StoreUnavailable:
+            log.warning("call %s: start record not written (store unavailable)", call.call_id)
+
+    async def _finish(self, call: MediaCall, channel: SipMediaChannel) -> None:
+        try:
+            end = call.end_reason or EndReason.ERROR
+            status: CallRecordStatus = "failed" if end is EndReason.ERROR else "completed"
+            changes: dict[str, Any] = {
+                "status": status,
+                "ended_at": call.ended_at or time.time(),
+                "duration": call.duration,
+                "end_reason": end.value,
+                "frames_in": channel.frames_in,
+                "frames_out": channel.frames_out,
+            }
+            events = [CallEventEntry(at=e.at, kind=e.kind, detail=e.detail) for e in call.events]
+            if channel.stats is not None:
+                detail = msgspec.json.encode(channel.stats).decode()
+                events.append(CallEventEntry(at=time.time(), kind="rtp_stats", detail=detail))
+            try:
+                await self.runtime.records.update(call.tenant_id, call.call_id, **changes)
+                await self.runtime.records.append_events(call.tenant_id, call.call_id, events)
+            except (NotFound, StoreUnavailable) as exc:
+                log.warning("call %s: end record not written: %s", call.call_id, exc)
+        finally:
+            self.runtime.control.release(call.call_id)
+
+    @property
+    def live_calls(self) -> int:
+        """Calls this gateway is running."""
+        return len(self._calls)
+
+    async def wait_idle(self) -> None:
+        """Wait until every call has ended."""
+        while self._calls:
+            await asyncio.gather(*list(self._calls.values()), return_exceptions=True)
+
+    async def drain(self, seconds: float) -> None:
+        """Refuse new calls (503) and give live calls up to ``seconds`` to end."""
+        self.draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wait_idle()
+
+
+class SipListener:
+    """The SIP side of one server: transports, user agent, RTP clock, gateway."""
+
+    def __init__(
+        self,
+        transports: SipTransports,
+        ua: UserAgent,
+        gateway: SipGateway,
+        rtp_clock_task: asyncio.Task[None],
+        host: str,
+    ) -> None:
+        self.transports = transports
+        self.ua = ua
+        self.gateway = gateway
+        self._rtp_clock_task = rtp_clock_task
+        self._host = host
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Ready-file entries ``sip_udp`` and ``sip_tcp``."""
+        out: dict[str, str] = {}
+        for key, kind in (("sip_udp", Transport.UDP), ("sip_tcp", Transport.TCP)):
+            address = self.transports.local_address(kind)
+            if address is not None:
+                host = f"[{self._host}]" if ":" in self._host else self._host
+                out[key] = f"{host}:{address[1]}"
+        return out
+
+    async def drain(self, seconds: float) -> None:
+        """New INVITEs get 503 from now on; live calls get ``seconds`` to end."""
+        await self.gateway.drain(seconds)
+
+    async def close(self) -> None:
+        """Hang up what is left, stop the clock, close the sockets."""
+        self.gateway.draining = True
+        for session in self.ua.sessions:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await session.hangup()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self.gateway.wait_idle()
+        self._rtp_clock_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._rtp_clock_task
+        await self.ua.close()
+        await self.transports.close()
+
+
+def _ring_seconds() -> float:
+    # Operators (and benchmarks) may answer at once; by default we ring briefly
+    # so a caller's CANCEL right after 180 still finds the INVITE unanswered.
+    raw = os.environ.get("VOXGATE_SIP_RING_SECONDS")
+    try:
+        return max(0.0, min(float(raw), 30.0)) if raw else 0.25
+    except ValueError:
+        return 0.25
+
+
+async def start_sip(
+    config: Config,
+    services: Services,
+    runtime: CallRuntime,
+    *,
+    ring_seconds: float | None = None,
+) -> SipListener:
+    """Listen for SIP on ``config.host:config.sip_port`` (UDP and TCP; 0 = a free port)."""
+    transports = SipTransports()
+    try:
+        address = await transports.listen_udp(config.host, config.sip_port)
+        # TCP on the same port number as UDP, as SIP expects of one address.
+        await transports.listen_tcp(config.host, address[1])
+    except OSError:
+        await transports.close()
+        raise
+    rtp_clock = RtpClock()
+    gateway = SipGateway(
+        services,
+        runtime,
+        media_host=config.host,
+        rtp_ports=RtpPortAllocator(*config.rtp_ports),
+        rtp_clock=rtp_clock,
+        ring_seconds=_ring_seconds() if ring_seconds is None else ring_seconds,
+    )
+    ua = UserAgent(transports, gateway, advertised_host=config.host)
+    task = asyncio.get_running_loop().create_task(rtp_clock.run(), name="voxgate-rtp-clock")
+    return SipListener(transports, ua, gateway, task, config.host)
