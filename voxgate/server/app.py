@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 from aiohttp import WSCloseCode, web
 
 import voxgate
-from voxgate.server import routes_meta, routes_system, routes_tenant
+from voxgate.server import routes_calls, routes_meta, routes_system, routes_tenant, routes_twilio
+from voxgate.server.call_control import install_calls
 from voxgate.server.config import Config
 from voxgate.server.metrics import HttpMetrics
 from voxgate.server.middleware import middlewares
@@ -32,6 +33,8 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_meta.register,
     routes_system.register,
     routes_tenant.register,
+    routes_twilio.register,
+    routes_calls.register,
 )
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -65,6 +68,7 @@ def create_app(
     table.install(app, ROUTES)
     app[OPENAPI] = OpenApiDocument(table, title="voxgate", version=voxgate.__version__)
     app.on_shutdown.append(_close_sockets)
+    install_calls(app)
     return app
 
 

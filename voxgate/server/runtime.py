@@ -25,6 +25,7 @@ import msgspec
 from aiohttp import web
 
 from voxgate.server.app import RouteRegistrar, create_app
+from voxgate.server.call_control import CALLS
 from voxgate.server.config import Config
 from voxgate.server.services import Services
 
@@ -182,6 +183,7 @@ class Server:
     async def _start_http(self, sock: socket.socket) -> str:
         config = self.config
         app = create_app(config, self.services, extra_routes=self.extra_routes)
+        self.drain_hooks.append(app[CALLS].control.drain)  # live calls finish first
         # aiohttp's own access log is replaced by our JSON access middleware.
         self._runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=max(config.drain_timeout, 0.1)

@@ -1,0 +1,645 @@
+"""Twilio edge: the signed voice webhook, status callbacks and the Media Streams socket.
+
+``POST /twilio/webhook`` finds the tenant by the called number, checks
+``AccountSid`` against the tenant's ``twilio`` secret and the
+``X-Twilio-Signature`` against the URL Twilio used (built from
+``--public-url``, with and without port), applies admission control, and
+answers TwiML: ``<Connect><Stream>`` carrying a one-time call token, then the
+fallback Twilio runs when the stream ends early (apology, or a ``<Dial>`` to
+the tenant's ``fallback_number`` in its ``twilio`` secret). Twilio may retry a
+webhook: the answer is stored per ``CallSid`` and replayed, so a retry never
+admits a second call or mints a second token.
+
+``WS /twilio/media`` waits for ``start``, redeems the token (unknown, expired
+or reused → close 1008), and runs the agent on a ``TwilioMediaChannel``
+until either side hangs up; the call record is written at start and end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape, quoteattr
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from voxgate.media.call import Call as MediaCall
+from voxgate.media.call import EndReason
+from voxgate.media.channel import CallAgent
+from voxgate.media.recorder import CallRecorder, RecorderError, recording_path
+from voxgate.media.twilio_channel import TwilioMediaChannel
+from voxgate.media.twilio_signature import validate_signature
+from voxgate.media.twilio_stream import StreamEvent, StreamStarted, TwilioStreamState
+from voxgate.server.agent_host import FallbackAgent
+from voxgate.server.call_control import CALLS, Admission, CallRuntime
+from voxgate.server.config import Config
+from voxgate.server.errors import ApiError
+from voxgate.server.routing import Auth, BodyKind, Call, RouteTable
+from voxgate.server.services import Services
+from voxgate.server.state import CONFIG, SERVICES
+from voxgate.tenants import keyspace
+from voxgate.tenants.calls import CALL_ID_PATTERN, CallEventEntry, CallRecord, CallRecordStatus
+from voxgate.tenants.errors import NotFound, StoreUnavailable
+from voxgate.tenants.store import to_bytes
+
+__all__ = [
+    "MEDIA_PATH",
+    "STATUS_PATH",
+    "WEBHOOK_PATH",
+    "StreamGrant",
+    "TwilioStatusCallback",
+    "TwilioVoiceWebhook",
+    "register",
+]
+
+log = logging.getLogger("voxgate.twilio")
+
+WEBHOOK_PATH = "/twilio/webhook"
+STATUS_PATH = "/twilio/status"
+MEDIA_PATH = "/twilio/media"
+
+TOKEN_TTL = 60  # seconds a call token stays redeemable
+TWIML_TTL = 600  # seconds a webhook answer is replayed to retries
+START_TIMEOUT = 10.0  # seconds from socket open to the ``start`` message
+AGENT_STOP_TIMEOUT = 2.0
+RECORDING_TIMEOUT = 5.0
+MAX_WS_MESSAGE = 256 * 1024
+
+_CALL_ID = re.compile(CALL_ID_PATTERN)
+
+APOLOGY = "We are sorry, the agent cannot take your call right now. Please try again later."
+UNKNOWN_NUMBER = "Sorry, this number is not in service. Goodbye."
+
+
+class TwilioVoiceWebhook(msgspec.Struct, kw_only=True, rename={"from_": "From"}):
+    """The voice webhook's form fields voxgate uses (Twilio sends more; all are signed)."""
+
+    AccountSid: str = ""
+    CallSid: str = ""
+    To: str = ""
+    from_: str = ""
+    CallStatus: str = ""
+    Direction: str = ""
+
+
+class TwilioStatusCallback(msgspec.Struct, kw_only=True, rename={"from_": "From"}):
+    """A call status callback's form fields voxgate uses."""
+
+    AccountSid: str = ""
+    CallSid: str = ""
+    To: str = ""
+    from_: str = ""
+    CallStatus: str = ""
+    CallDuration: str = ""
+
+
+class StreamGrant(msgspec.Struct, kw_only=True):
+    """What a call token stands for; stored under the token's hash for ``TOKEN_TTL``."""
+
+    tenant_id: str
+    agent_id: str
+    call_id: str
+    account_sid: str
+    from_number: str
+    to_number: str
+
+
+_GRANT_DECODER = msgspec.json.Decoder(StreamGrant)
+
+_PROVIDER_STATUS: dict[str, CallRecordStatus] = {
+    "completed": "completed",
+    "failed": "failed",
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "canceled": "canceled",
+}
+
+
+def _token_key(token: str) -> str:
+    # Only a hash is stored: a Redis dump does not hand out live call tokens.
+    return keyspace.system_key("calltoken", hashlib.sha256(token.encode()).hexdigest())
+
+
+def _twiml_key(tenant_id: str, call_sid: str) -> str:
+    return keyspace.tenant_key(tenant_id, "twiml", call_sid)
+
+
+def _twiml(body: str) -> web.Response:
+    return web.Response(
+        text='<?xml version="1.0" encoding="UTF-8"?><Response>' + body + "</Response>",
+        content_type="text/xml",
+    )
+
+
+def _say_hangup(text: str) -> str:
+    return f"<Say>{escape(text)}</Say><Hangup/>"
+
+
+def fallback_twiml(fallback_number: str | None) -> str:
+    """What Twilio runs when the stream cannot serve the caller."""
+    if fallback_number:
+        return f"<Dial>{escape(fallback_number)}</Dial>"
+    return _say_hangup(APOLOGY)
+
+
+def public_base(config: Config, request: web.Request) -> str:
+    """The base URL Twilio uses for us: ``--public-url``, else what the request says."""
+    if config.public_url:
+        return config.public_url.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+def stream_url(config: Config, request: web.Request) -> str:
+    base = public_base(config, request)
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{MEDIA_PATH}"
+
+
+def signed_url(config: Config, request: web.Request) -> str:
+    """The URL as Twilio called it (behind a proxy: the public one, not the socket's)."""
+    return public_base(config, request) + str(request.rel_url)
+
+
+class _Tenancy(msgspec.Struct, kw_only=True):
+    tenant_id: str
+    agent_id: str
+    account_sid: str
+    fallback_number: str | None
+
+
+def _runtime(call: Call[Any]) -> CallRuntime:
+    return call.request.app[CALLS]
+
+
+def _services(call: Call[Any]) -> Services:
+    return call.request.app[SERVICES]
+
+
+async def _verify(call: Call[Any], account_sid: str, to: str) -> _Tenancy | None:
+    """Tenant of the called number with a valid signature; None for an unknown
+    number; ApiError 403 when the request is not Twilio's for that tenant."""
+    services = _services(call)
+    runtime = _runtime(call)
+    found = await services.numbers.lookup(to)
+    if found is None or found[1].provider != "twilio":
+        return None
+    tenant_id, number = found
+    secret = await services.secrets.get(tenant_id, "twilio")
+    reason = ""
+    auth_token = ""
+    if secret is None:
+        reason = "no_secret"
+    else:
+        auth_token = str(secret.get("auth_token", ""))
+        expected_sid = str(secret.get("account_sid", ""))
+        if not auth_token:
+            reason = "no_secret"
+        elif not secrets.compare_digest(account_sid.encode(), expected_sid.encode()):
+            reason = "account"
+    if not reason:
+        form = await call.request.post()
+        pairs = [(k, v) for k, v in form.items() if isinstance(v, str)]
+        url = signed_url(call.request.app[CONFIG], call.request)
+        signature = call.request.headers.get("X-Twilio-Signature")
+        if not validate_signature(auth_token, url, pairs, signature):
+            reason = "signature"
+    if reason:
+        runtime.metrics.signature_failures.labels(reason).inc()
+        log.warning("twilio request refused (%s) for tenant %s", reason, tenant_id)
+        raise ApiError(403, "forbidden", "invalid Twilio signature")
+    fallback = secret.get("fallback_number") if secret is not None else None
+    return _Tenancy(
+        tenant_id=tenant_id,
+        agent_id=number.agent_id,
+        account_sid=account_sid,
+        fallback_number=str(fallback) if fallback else None,
+    )
+
+
+async def _answer_webhook(call: Call[TwilioVoiceWebhook]) -> web.Response:
+    body = call.body
+    tenancy = await _verify(call, body.AccountSid, body.To)
+    if tenancy is None:
+        return _twiml(_say_hangup(UNKNOWN_NUMBER))
+    if not _CALL_ID.match(body.CallSid):
+        raise ApiError(400, "bad_request", "missing or malformed CallSid")
+    services = _services(call)
+    runtime = _runtime(call)
+    config = call.request.app[CONFIG]
+    tenant_id = tenancy.tenant_id
+    redis = services.store.redis
+    cache_key = _twiml_key(tenant_id, body.CallSid)
+    async with services.store.guard():
+        cached = await redis.get(cache_key)
+    if cached is not None:
+        return _twiml(to_bytes(cached).decode())
+
+    tenant = await services.registry.get(tenant_id)
+    now = time.time()
+    record = CallRecord(
+        id=body.CallSid,
+        tenant_id=tenant_id,
+        agent_id=tenancy.agent_id,
+        provider="twilio",
+        from_number=body.from_,
+        to_number=body.To,
+        status="ringing",
+        created_at=now,
+    )
+    fallback = fallback_twiml(tenancy.fallback_number)
+    token: str | None = None
+    if tenant.status != "active":
+        answer = fallback
+        record.status, record.end_reason, record.ended_at = "failed", "suspended", now
+    elif services.status.draining or runtime.control.draining:
+        runtime.control.start_drain()
+        runtime.metrics.rejected.labels(tenant_id, Admission.DRAINING.value).inc()
+        answer = fallback
+        record.status, record.end_reason, record.ended_at = "failed", "drain", now
+    else:
+        admission = runtime.control.admit(
+            tenant_id, tenancy.agent_id, "twilio", body.CallSid, tenant.quotas
+        )
+        if admission is Admission.ADMITTED:
+            token = secrets.token_urlsafe(24)
+            answer = (
+                f"<Connect><Stream url={quoteattr(stream_url(config, call.request))}>"
+                f'<Parameter name="token" value={quoteattr(token)}/>'
+                "</Stream></Connect>" + fallback
+            )
+        else:
+            answer = '<Reject reason="busy"/>'
+            record.status, record.end_reason, record.ended_at = "busy", admission.value, now
+    async with services.store.guard():
+        if token is not None:
+            grant = StreamGrant(
+                tenant_id=tenant_id,
+                agent_id=tenancy.agent_id,
+                call_id=body.CallSid,
+                account_sid=tenancy.account_sid,
+                from_number=body.from_,
+                to_number=body.To,
+            )
+            await redis.set(_token_key(token), msgspec.json.encode(grant), ex=TOKEN_TTL)
+        stored = await redis.set(cache_key, answer, nx=True, ex=TWIML_TTL)
+        if not stored:
+            # A concurrent retry answered first: give the same answer it gave.
+            if token is not None:
+                await redis.unlink(_token_key(token))
+            winner = await redis.get(cache_key)
+            if winner is not None:
+                return _twiml(to_bytes(winner).decode())
+    await runtime.records.create(record)
+    return _twiml(answer)
+
+
+async def _status_callback(call: Call[TwilioStatusCallback]) -> None:
+    body = call.body
+    tenancy = await _verify(call, body.AccountSid, body.To)
+    if tenancy is None:
+        return
+    if not _CALL_ID.match(body.CallSid):
+        return
+    runtime = _runtime(call)
+    changes: dict[str, Any] = {"provider_status": body.CallStatus[:32]}
+    with contextlib.suppress(ValueError):
+        changes["provider_duration"] = float(body.CallDuration)
+    final = _PROVIDER_STATUS.get(body.CallStatus)
+    live = runtime.control.get(body.CallSid)
+    try:
+        record = await runtime.records.get(tenancy.tenant_id, body.CallSid)
+    except NotFound:
+        return
+    if final is not None and (live is None or live.call is None):
+        # The media side has the better view of a call it served; the
+        # provider's word decides only for calls that never got that far.
+        if record.status in ("ringing", "in_progress") or record.status == final:
+            changes["status"] = final
+        if record.ended_at is None:
+            changes["ended_at"] = time.time()
+        if final != "completed" and record.end_reason is None:
+            changes["end_reason"] = final
+        runtime.control.release(body.CallSid)  # an admission whose media never came
+    await runtime.records.update(tenancy.tenant_id, body.CallSid, **changes)
+    await runtime.records.append_event(
+        tenancy.tenant_id, body.CallSid, "provider_status", body.CallStatus[:32]
+    )
+
+
+async def _redeem(services: Services, token: str) -> StreamGrant | None:
+    if not token or len(token) > 128:
+        return None
+    async with services.store.guard():
+        raw = await services.store.redis.getdel(_token_key(token))
+    if raw is None:
+        return None
+    try:
+        return _GRANT_DECODER.decode(to_bytes(raw))
+    except msgspec.DecodeError:
+        return None
+
+
+_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+class MediaSession:
+    """One Media Streams socket from open to close."""
+
+    def __init__(
+        self, runtime: CallRuntime, services: Services, config: Config, ws: web.WebSocketResponse
+    ) -> None:
+        self.runtime = runtime
+        self.services = services
+        self.config = config
+        self.ws = ws
+        self.state = TwilioStreamState()
+        self.binary_frames = 0
+
+    def _ws_error(self, kind: str, count: int = 1) -> None:
+        if count:
+            self.runtime.metrics.ws_errors.labels(kind).inc(count)
+
+    async def _await_start(self) -> tuple[StreamStarted, list[StreamEvent]] | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self._ws_error("start_timeout")
+                await self.ws.close(code=1008, message=b"no start message")
+                return None
+            try:
+                message = await self.ws.receive(timeout=remaining)
+            except TimeoutError:
+                continue
+            if message.type is WSMsgType.TEXT:
+                events = self.state.feed(message.data, loop.time())
+                for index, event in enumerate(events):
+                    if isinstance(event, StreamStarted):
+                        return event, events[index + 1 :]
+            elif message.type is WSMsgType.BINARY:
+                self.binary_frames += 1
+            elif message.type in _CLOSED:
+                return None
+
+    async def run(self) -> None:
+        started = await self._await_start()
+        if started is None:
+            self._count_stream_errors()
+            return
+        start, rest = started
+        grant = await _redeem(self.services, start.custom_parameters.get("token", ""))
+        if grant is None or (start.call_sid and start.call_sid != grant.call_id):
+            self._ws_error("bad_token")
+            self._count_stream_errors()
+            await self.ws.close(code=1008, message=b"invalid or expired call token")
+            return
+        await self._serve(grant, rest)
+
+    async def _agent_for(self, grant: StreamGrant, media_call: MediaCall) -> CallAgent:
+        try:
+            agent = await self.services.agents.get(grant.tenant_id, grant.agent_id)
+        except NotFound:
+            return FallbackAgent("agent no longer exists")
+        return self.runtime.agents.create(agent, media_call)
+
+    async def _serve(self, grant: StreamGrant, rest: list[StreamEvent]) -> None:
+        loop = asyncio.get_running_loop()
+        runtime = self.runtime
+        wall = time.time()
+        media_call = MediaCall(
+            grant.call_id,
+            tenant_id=grant.tenant_id,
+            agent_id=grant.agent_id,
+            provider="twilio",
+            from_number=grant.from_number,
+            to_number=grant.to_number,
+            now=wall,
+        )
+        media_call.answer(wall)
+        recorder, relative = self._recorder(grant, loop.time())
+        channel = TwilioMediaChannel(
+            media_call, runtime.clock, self.state, self.ws.send_str, self._close, recorder=recorder
+        )
+        runtime.control.attach(media_call, channel, recorder)
+        agent_task: asyncio.Task[None] | None = None
+        try:
+            await self._record_start(grant, wall, relative)
+            agent = await self._agent_for(grant, media_call)
+            agent_task = loop.create_task(agent.run(channel), name=f"agent-{grant.call_id}")
+            channel.handle(rest, loop.time())
+            await self._pump(channel)
+        finally:
+            if not channel.closed:
+                reason = EndReason.CALLER_HANGUP if self.ws.closed else EndReason.ERROR
+                channel.deliver_closed(reason)
+            # The server may cancel this handler when the peer's connection goes;
+            # the call's ending (agent stop, record, release) must still complete.
+            ending = loop.create_task(
+                self._end(media_call, channel, recorder, agent_task),
+                name=f"call-end-{grant.call_id}",
+            )
+            self.runtime.endings.add(ending)
+            ending.add_done_callback(self.runtime.endings.discard)
+            await asyncio.shield(ending)
+
+    async def _end(
+        self,
+        media_call: MediaCall,
+        channel: TwilioMediaChannel,
+        recorder: CallRecorder | None,
+        agent_task: asyncio.Task[None] | None,
+    ) -> None:
+        try:
+            await self._stop_agent(agent_task)
+            if not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(AGENT_STOP_TIMEOUT):
+                        await self.ws.close()
+        finally:
+            await self._finish(media_call, channel, recorder)
+
+    async def _close(self) -> None:
+        await self.ws.close()
+
+    def _recorder(self, grant: StreamGrant, now: float) -> tuple[CallRecorder | None, str | None]:
+        writer = self.runtime.writer
+        if writer is None:
+            return None, None
+        try:
+            path = recording_path(self.config.data_dir, grant.tenant_id, grant.call_id)
+            recorder = CallRecorder(writer, path, now)
+        except RecorderError:
+            log.warning("call %s: cannot record", grant.call_id)
+            return None, None
+        return recorder, str(path.relative_to(self.config.data_dir))
+
+    async def _record_start(self, grant: StreamGrant, wall: float, relative: str | None) -> None:
+        records = self.runtime.records
+        changes: dict[str, Any] = {
+            "status": "in_progress",
+            "started_at": wall,
+            "recording_path": relative,
+        }
+        try:
+            try:
+                await records.update(grant.tenant_id, grant.call_id, **changes)
+            except NotFound:
+                record = CallRecord(
+                    id=grant.call_id,
+                    tenant_id=grant.tenant_id,
+                    agent_id=grant.agent_id,
+                    provider="twilio",
+                    from_number=grant.from_number,
+                    to_number=grant.to_number,
+                    created_at=wall,
+                    **changes,
+                )
+                await records.create(record)
+        except StoreUnavailable:
+            # The call goes on; its record is rewritten at the end.
+            log.warning("call %s: start record not written (store unavailable)", grant.call_id)
+
+    async def _pump(self, channel: TwilioMediaChannel) -> None:
+        """Feed socket messages to the stream state until the call ends."""
+        loop = asyncio.get_running_loop()
+        state = self.state
+        ws = self.ws
+        while not channel.closed:
+            due = state.next_timeout()
+            # Never 0: aiohttp reads a zero timeout as "no timeout".
+            wait = None if due is None else max(0.001, due - loop.time())
+            try:
+                message = await ws.receive(timeout=wait)
+            except TimeoutError:
+                now = loop.time()
+                channel.handle(state.poll(now), now)
+                continue
+            kind = message.type
+            if kind is WSMsgType.TEXT:
+                now = loop.time()
+                channel.handle(state.feed(message.data, now), now)
+            elif kind is WSMsgType.BINARY:
+                self.binary_frames += 1  # Twilio sends JSON text only; skip it
+            elif kind in _CLOSED:
+                return
+
+    async def _stop_agent(self, task: asyncio.Task[None] | None) -> None:
+        if task is None:
+            return
+        try:
+            async with asyncio.timeout(AGENT_STOP_TIMEOUT):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+        except Exception:
+            log.exception("agent of a call failed")
+        if not task.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _count_stream_errors(self) -> None:
+        counters = self.state.counters
+        for kind in (
+            "malformed",
+            "unknown_events",
+            "out_of_order",
+            "duplicates",
+            "foreign_stream",
+            "late_frames",
+        ):
+            self._ws_error(kind, getattr(counters, kind))
+        self._ws_error("binary", self.binary_frames)
+
+    async def _finish(
+        self,
+        media_call: MediaCall,
+        channel: TwilioMediaChannel,
+        recorder: CallRecorder | None,
+    ) -> None:
+        runtime = self.runtime
+        loop = asyncio.get_running_loop()
+        recorded = False
+        try:
+            if recorder is not None:
+                try:
+                    info = await asyncio.wait_for(
+                        asyncio.wrap_future(recorder.finish(loop.time())), RECORDING_TIMEOUT
+                    )
+                    recorded = info.bytes_written > 0
+                except (RecorderError, TimeoutError) as exc:
+                    log.warning("call %s: recording incomplete: %s", media_call.call_id, exc)
+            self._count_stream_errors()
+            counters = self.state.counters
+            if counters.gap_frames:
+                media_call.record(time.time(), "gap_fill", f"{counters.gap_frames} frames")
+            end = media_call.end_reason or EndReason.ERROR
+            status: CallRecordStatus = "failed" if end is EndReason.ERROR else "completed"
+            changes: dict[str, Any] = {
+                "status": status,
+                "ended_at": media_call.ended_at or time.time(),
+                "duration": media_call.duration,
+                "end_reason": end.value,
+                "recording": recorded,
+                "frames_in": channel.frames_in,
+                "frames_out": channel.frames_out,
+            }
+            if not recorded:
+                changes["recording_path"] = None
+            events = [
+                CallEventEntry(at=e.at, kind=e.kind, detail=e.detail) for e in media_call.events
+            ]
+            try:
+                await runtime.records.update(media_call.tenant_id, media_call.call_id, **changes)
+                await runtime.records.append_events(
+                    media_call.tenant_id, media_call.call_id, events
+                )
+            except (NotFound, StoreUnavailable) as exc:
+                log.warning("call %s: end record not written: %s", media_call.call_id, exc)
+        finally:
+            runtime.control.release(media_call.call_id)
+
+
+def register(table: RouteTable) -> None:
+    """Declare the Twilio routes on ``table``."""
+    tags = ("twilio",)
+
+    @table.route(
+        "POST", WEBHOOK_PATH, auth=Auth.PUBLIC, body=TwilioVoiceWebhook,
+        body_kind=BodyKind.FORM, response_media="text/xml", tags=tags, errors=(403,),
+        summary="Twilio voice webhook (X-Twilio-Signature): TwiML <Connect><Stream>",
+    )  # fmt: skip
+    async def twilio_webhook(call: Call[TwilioVoiceWebhook]) -> web.StreamResponse:
+        return await _answer_webhook(call)
+
+    @table.route(
+        "POST", STATUS_PATH, auth=Auth.PUBLIC, body=TwilioStatusCallback,
+        body_kind=BodyKind.FORM, status=204, tags=tags, errors=(403,),
+        summary="Twilio call status callback (signed): updates the call record",
+    )  # fmt: skip
+    async def twilio_status(call: Call[TwilioStatusCallback]) -> None:
+        await _status_callback(call)
+
+    @table.route(
+        "GET", MEDIA_PATH, auth=Auth.PUBLIC, websocket=True, tags=tags,
+        summary="WebSocket: Twilio Media Streams (call token in the start message)",
+    )  # fmt: skip
+    async def twilio_media(call: Call[None]) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_WS_MESSAGE, autoping=True, compress=False, heartbeat=None
+        )
+        if not ws.can_prepare(call.request).ok:
+            raise ApiError(400, "bad_request", "expected a WebSocket upgrade")
+        await ws.prepare(call.request)
+        session = MediaSession(_runtime(call), _services(call), call.request.app[CONFIG], ws)
+        await session.run()
+        return ws
