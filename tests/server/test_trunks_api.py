@@ -12,7 +12,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import ADMIN_TOKEN
 from tests.server.test_outbound import FakeDialer
-from voxgate.server import routes_trunks
 from voxgate.server.app import create_app
 from voxgate.server.call_control import CallControl
 from voxgate.server.config import Config
@@ -31,7 +30,7 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[TestClient, FakeDialer]]
     dialer = FakeDialer()
     try:
         await services.admin_tokens.ensure(ADMIN_TOKEN)
-        app = create_app(config, services, extra_routes=[routes_trunks.register])
+        app = create_app(config, services)
         orchestrator = Orchestrator(
             services, CallControl(), CallRecords(services.store), dialer=dialer
         )

@@ -7,7 +7,14 @@ from collections.abc import Callable, Sequence
 from aiohttp import WSCloseCode, web
 
 import voxgate
-from voxgate.server import routes_calls, routes_meta, routes_system, routes_tenant, routes_twilio
+from voxgate.server import (
+    routes_calls,
+    routes_meta,
+    routes_system,
+    routes_tenant,
+    routes_trunks,
+    routes_twilio,
+)
 from voxgate.server.call_control import install_calls
 from voxgate.server.config import Config
 from voxgate.server.metrics import HttpMetrics
@@ -35,6 +42,7 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_tenant.register,
     routes_twilio.register,
     routes_calls.register,
+    routes_trunks.register,
 )
 
 DEFAULT_MAX_BODY = 1024 * 1024
