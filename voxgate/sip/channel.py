@@ -8,7 +8,8 @@ their audio is written, since RTP plays what it gets) on top of one call's
 session's :class:`~voxgate.sip.ua.SessionListener`:
 
 * every :class:`~voxgate.sip.rtp_transport.RtpClock` tick pulls one 20 ms
-  frame from the jitter buffer for the agent and runs RTCP/DTMF timers;
+  frame from the jitter buffer for the agent (once the caller's RTP has
+  started) and runs RTCP/DTMF timers;
 * RFC 4733 events and SIP INFO key presses arrive as DTMF events;
   :meth:`send_dtmf` sends RFC 4733 digits;
 * re-INVITE offers (hold/unhold, new address) are answered from the call's
@@ -95,7 +96,11 @@ class SipMediaChannel(PacedChannel):
         if self.closed:
             return
         rtp = self.rtp
-        self.deliver_audio(rtp.next_frame(now), not rtp.latched)
+        if rtp.latched:
+            # Until the caller's first RTP packet there is no caller audio to
+            # play out; manufacturing silence for every such call (signalling
+            # only, or media not yet flowing) would cost the same as live audio.
+            self.deliver_audio(rtp.next_frame(now))
         if now >= self._next_timer:
             for datagram in rtp.datagrams_to_send(now):
                 self.endpoint.send(datagram)

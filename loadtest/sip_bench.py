@@ -1,0 +1,202 @@
+"""SIP benchmarks against a real in-process server pinned to one core, with sipp on another.
+
+``python -m loadtest.sip_bench rate --rates 50,100,200,300 --calls 600``
+    call-rate sweep: sipp's built-in UAC (INVITE -> 200 -> ACK -> 2 s -> BYE)
+    against the ``echo`` agent; reports setup latency (INVITE -> 200) p50/p99
+    and failed calls per rate.
+``python -m loadtest.sip_bench rtp --calls 250``
+    concurrent RTP calls: sipp plays a 16 s recording per call to the echo
+    agent, ``--calls`` at once; reports the FrameClock's send-pacing lateness
+    (p50/p99/max over the busy period) and RSS per call.
+
+The server runs with the gateway answering at once (no ring delay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+from voxgate.server.call_control import CALLS
+from voxgate.server.config import Config
+from voxgate.server.runtime import Listener, Server
+from voxgate.server.services import Services
+from voxgate.server.sip_gateway import SipListener, start_sip
+from voxgate.sip.transaction import Transport
+from voxgate.tenants.models import NumberCreate, Quotas, TenantCreate
+
+SCENARIOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "sip" / "scenarios"
+NUMBER = "+15550001000"
+
+
+async def _server(data_dir: Path) -> tuple[Server, SipListener]:
+    config = Config(data_dir=data_dir, http_port=0, sip_port=0, rtp_ports=(40000, 42999))
+    holder: list[SipListener] = []
+    server: Server
+
+    async def hook(cfg: Config, services: Services) -> Listener:
+        runner = server._runner
+        assert runner is not None
+        listener = await start_sip(cfg, services, runner.app[CALLS], ring_seconds=0.0)
+        holder.append(listener)
+        return listener
+
+    server = Server(config, listeners=[hook])
+    await server.start()
+    services = server.services
+    tenant = await services.registry.create(
+        TenantCreate(name="bench", quotas=Quotas(max_concurrent_calls=2000, max_cps=1000)), "bench"
+    )
+    echo = await services.agents.create(tenant.id, "echo", "echo", "echo", None, [])
+    await services.numbers.create(
+        tenant.id, NumberCreate(number=NUMBER, provider="sip", agent_id=echo.id)
+    )
+    return server, holder[0]
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _sipp(args: list[str], cwd: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "taskset", "-c", "1", "sipp", *args,
+        cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def rate_sweep(rates: list[int], calls: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server, sip = await _server(work / "data")
+        port = sip.transports.local_address(Transport.UDP)
+        assert port is not None
+        try:
+            for rate in rates:
+                run = work / f"r{rate}"
+                run.mkdir()
+                code, _ = await _sipp(
+                    [
+                        f"127.0.0.1:{port[1]}", "-sn", "uac", "-s", NUMBER, "-i", "127.0.0.1",
+                        "-p", "0", "-r", str(rate), "-m", str(calls), "-d", "2000",
+                        "-l", str(rate * 4), "-timeout", "120", "-nostdin", "-trace_rtt",
+                        "-rtt_freq", "1", "-trace_stat", "-max_socket", "4096",
+                    ],
+                    run,
+                )  # fmt: skip
+                latencies: list[float] = []
+                for path in run.glob("*rtt*"):
+                    with path.open() as fh:
+                        for row in csv.reader(fh, delimiter=";"):
+                            # Date_ms;response_time_ms;rtd_no (header row skipped)
+                            if len(row) >= 2 and row[1].replace(".", "", 1).isdigit():
+                                latencies.append(float(row[1]))
+                failed = succ = "?"
+                for path in run.glob("*_.csv"):
+                    rows = list(csv.DictReader(path.open(), delimiter=";"))
+                    if rows:
+                        failed = rows[-1].get("FailedCall(C)", "?")
+                        succ = rows[-1].get("SuccessfulCall(C)", "?")
+                print(
+                    f"rate {rate}/s calls {calls}: exit {code} successful {succ} failed {failed} "
+                    f"setup p50 {_pct(latencies, 0.5):.1f} ms p99 {_pct(latencies, 0.99):.1f} ms "
+                    f"(n={len(latencies)})",
+                    flush=True,
+                )
+                await sip.gateway.wait_idle()
+        finally:
+            await server.stop()
+
+
+async def rtp_calls(calls: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server, sip = await _server(work / "data")
+        runtime = sip.gateway.runtime
+        port = sip.transports.local_address(Transport.UDP)
+        assert port is not None
+        proc = psutil.Process()
+        rss_idle = proc.memory_info().rss
+        peak_calls = 0
+        rss_peak = rss_idle
+        lateness: list[float] = []
+
+        async def watch() -> None:
+            nonlocal peak_calls, rss_peak
+            while True:
+                await asyncio.sleep(0.5)
+                live = sip.gateway.live_calls
+                pacer = runtime.clock.pacer
+                samples = pacer.drain_lateness() if pacer is not None else []
+                if live >= calls * 0.9:
+                    lateness.extend(samples)
+                if live > peak_calls:
+                    peak_calls = live
+                    rss_peak = proc.memory_info().rss
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            code, out = await _sipp(
+                [
+                    f"127.0.0.1:{port[1]}", "-sf", str(SCENARIOS / "uac_conversation_play.xml"),
+                    "-s", NUMBER, "-i", "127.0.0.1", "-p", "0", "-mi", "127.0.0.1",
+                    "-r", "50", "-l", str(calls), "-m", str(calls), "-timeout", "120",
+                    "-nostdin", "-max_socket", "4096",
+                ],
+                work,
+            )  # fmt: skip
+        finally:
+            watcher.cancel()
+            await server.stop()
+        ms = [x * 1000 for x in lateness]
+        print(f"sipp exit {code}; peak concurrent calls {peak_calls}")
+        print(
+            f"send-pacing lateness over {len(ms)} ticks at >=90% load: "
+            f"p50 {_pct(ms, 0.5):.2f} ms p99 {_pct(ms, 0.99):.2f} ms "
+            f"max {max(ms, default=0):.2f} ms"
+        )
+        if peak_calls:
+            per_call = (rss_peak - rss_idle) / peak_calls / 1024
+            print(f"RSS idle {rss_idle / 2**20:.1f} MiB, at peak {rss_peak / 2**20:.1f} MiB: "
+                  f"{per_call:.0f} KiB per call")  # fmt: skip
+        if code != 0:
+            print(out[-2000:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.sip_bench")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    rate = sub.add_parser("rate")
+    rate.add_argument("--rates", default="50,100,200,300")
+    rate.add_argument("--calls", type=int, default=600)
+    rtp = sub.add_parser("rtp")
+    rtp.add_argument("--calls", type=int, default=250)
+    args = parser.parse_args(argv)
+    os.sched_setaffinity(0, {0})  # the server on core 0; sipp runs on core 1
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    if args.mode == "rate":
+        asyncio.run(rate_sweep([int(r) for r in args.rates.split(",")], args.calls))
+    else:
+        asyncio.run(rtp_calls(args.calls))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
