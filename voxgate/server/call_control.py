@@ -187,6 +187,7 @@ class CallControl:
         # Totals of calls that ended, so frame counters never go backwards.
         self.frames_in_done = 0
         self.frames_out_done = 0
+        self.inbound_dropped_done = 0
 
     # -- admission -----------------------------------------------------------
     @property
@@ -284,6 +285,7 @@ class CallControl:
         if live.channel is not None:
             self.frames_in_done += live.channel.frames_in
             self.frames_out_done += live.channel.frames_out
+            self.inbound_dropped_done += live.channel.inbound_dropped
         if live.call is not None and self.metrics is not None:
             reason = live.call.end_reason or EndReason.ERROR
             self.metrics.ended.labels(live.provider, reason.value).inc()
@@ -367,9 +369,10 @@ class CallControl:
 class _LiveCollector(Collector):
     """Series read from live state at scrape time (no per-frame metric cost)."""
 
-    def __init__(self, control: CallControl, metrics: CallMetrics) -> None:
+    def __init__(self, control: CallControl, metrics: CallMetrics, clock: FrameClock) -> None:
         self._control = control
         self._metrics = metrics
+        self._clock = clock
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         control = self._control
@@ -380,10 +383,23 @@ class _LiveCollector(Collector):
             active.add_metric([tenant_id], count)
         yield active
         frames_in, frames_out = control.frames_in_done, control.frames_out_done
+        dropped = control.inbound_dropped_done
         for entry in control:
             if entry.channel is not None:
                 frames_in += entry.channel.frames_in
                 frames_out += entry.channel.frames_out
+                dropped += entry.channel.inbound_dropped
+        yield CounterMetricFamily(
+            "voxgate_media_inbound_dropped_frames",
+            "Caller frames dropped because an agent did not keep up.",
+            value=dropped,
+        )
+        pacer = self._clock.pacer
+        yield CounterMetricFamily(
+            "voxgate_media_pacing_skipped_slots",
+            "20 ms outbound slots skipped because the loop was late (audio stretched).",
+            value=pacer.stats.skipped_slots if pacer is not None else 0,
+        )
         yield CounterMetricFamily(
             "voxgate_media_frames_in", "20 ms caller frames received.", value=frames_in
         )
@@ -496,10 +512,11 @@ def install_calls(
     services = app[SERVICES]
     metrics = CallMetrics(app[METRICS].registry)
     control = CallControl(metrics)
-    app[METRICS].registry.register(_LiveCollector(control, metrics))
+    clock = MeasuredFrameClock()
+    app[METRICS].registry.register(_LiveCollector(control, metrics, clock))
     runtime = CallRuntime(
         control=control,
-        clock=MeasuredFrameClock(),
+        clock=clock,
         recordings=recordings,
         agents=agents if agents is not None else AgentHost(),
         records=CallRecords(services.store),
