@@ -9,17 +9,21 @@ from dataclasses import dataclass, field
 import pytest
 
 from voxgate.sip.digest import DigestClient, DigestServer, DigestVerdict, parse_credentials
-from voxgate.sip.message import SipResponse, parse
+from voxgate.sip.errors import SipUsageError
+from voxgate.sip.message import SipRequest, SipResponse, make_response, parse
 from voxgate.sip.sdp import Direction, NoCommonCodec, SdpSession, SessionDescription, parse_sdp
-from voxgate.sip.transaction import Address, TimerConfig, Transport
+from voxgate.sip.transaction import Address, TimerConfig, Transaction, Transport
 from voxgate.sip.transport import SipTransports
 from voxgate.sip.ua import (
+    ALLOWED_METHODS,
     CallFailed,
     IncomingInvite,
+    ReferFailed,
     Session,
     SessionEnd,
     UserAgent,
     parse_dtmf_info,
+    parse_sipfrag_status,
 )
 from voxgate.sip.uri import SipUri
 
@@ -335,6 +339,8 @@ async def test_options_200_with_rport(pair: Pair) -> None:
     [
         (_request("REGISTER"), 405, "Allow"),
         (_request("FROBNICATE"), 501, None),
+        (_request("REFER", extra="Refer-To: <sip:2@127.0.0.1>\n"), 403, None),
+        (_request("NOTIFY", extra="Event: refer\n"), 481, None),
         (_request("OPTIONS", "tel:+15551230001"), 416, None),
         (_request("OPTIONS", extra="Require: foo, 100rel\n"), 420, "Unsupported"),
         (_request("BYE", extra=""), 481, None),
@@ -378,3 +384,98 @@ def test_parse_dtmf_info() -> None:
     assert parse_dtmf_info("application/dtmf", b"7") == ("7", 0.0)
     assert parse_dtmf_info("application/dtmf-relay", b"Signal=x") is None
     assert parse_dtmf_info("application/dtmf-relay", b"garbage") is None
+
+
+def test_parse_sipfrag_status() -> None:
+    assert parse_sipfrag_status(b"SIP/2.0 200 OK\r\n") == (200, "OK")
+    assert parse_sipfrag_status(b"SIP/2.0 486 Busy Here") == (486, "Busy Here")
+    assert parse_sipfrag_status(b"SIP/2.0 99 Low") is None
+    assert parse_sipfrag_status(b"HTTP/1.1 200 OK") is None
+    assert parse_sipfrag_status(b"") is None
+
+
+async def test_refer_from_peer_is_declined(pair: Pair) -> None:
+    session, _ = await _call(pair)
+    # The UAS (an agent's call) is asked to transfer: it must not follow.
+    with pytest.raises(ReferFailed) as failed:
+        async with asyncio.timeout(5):
+            await session.refer(SipUri(host="127.0.0.1", user="+15550000000"))
+    assert failed.value.status == 603
+    assert not session.is_ended  # the call itself goes on
+    assert "REFER" in ALLOWED_METHODS and "NOTIFY" in ALLOWED_METHODS
+
+
+def _accept_refers(pair: Pair, notifies: list[tuple[bytes, str]]) -> None:
+    """Make the UAS accept REFERs (202) and send these NOTIFYs (body, Subscription-State)."""
+    uas = pair.uas
+
+    def on_refer(request: SipRequest, tx: Transaction) -> None:
+        assert request.headers.get("Refer-To") == "<sip:+15550000000@127.0.0.1>"
+        session = uas._in_dialog(request, tx)
+        assert session is not None
+        uas._respond(tx, make_response(request, 202))
+        for body, state in notifies:
+            headers = [("Event", "refer"), ("Subscription-State", state)]
+            kind = "message/sipfrag" if body else None
+            uas._send_request_in(session, "NOTIFY", body=body, content_type=kind, headers=headers)
+
+    uas._on_refer = on_refer  # type: ignore[method-assign]
+
+
+_TRYING = (b"SIP/2.0 100 Trying\r\n", "active;expires=60")
+_DONE = "terminated;reason=noresource"
+
+
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [(b"SIP/2.0 200 OK\r\n", 200), (b"SIP/2.0 486 Busy Here\r\n", 486), (b"", 500)],
+)
+async def test_refer_accepted_and_outcome_from_notify(
+    pair: Pair, final: bytes, expected: int
+) -> None:
+    session, _ = await _call(pair)
+    _accept_refers(pair, [_TRYING, (final, _DONE)])
+    target = SipUri(host="127.0.0.1", user="+15550000000")
+    async with asyncio.timeout(5):
+        if expected < 300:
+            assert await session.refer(target) == expected
+        else:
+            with pytest.raises(ReferFailed) as failed:
+                await session.refer(target)
+            assert failed.value.status == expected
+    assert session.refer_progress[0] == (100, "Trying")
+
+
+async def test_refer_without_outcome_times_out(pair: Pair) -> None:
+    session, _ = await _call(pair)
+    _accept_refers(pair, [_TRYING])
+    target = SipUri(host="127.0.0.1", user="+15550000000")
+    async with asyncio.timeout(5):
+        assert await session.refer(target, outcome_timeout=None) == 202
+        with pytest.raises(ReferFailed) as failed:
+            await session.refer(target, outcome_timeout=0.3)
+    assert failed.value.status == 408
+
+
+async def test_notify_with_other_event_is_489(pair: Pair) -> None:
+    session, _ = await _call(pair)
+    tx = pair.uac._send_request_in(session, "NOTIFY", headers=[("Event", "dialog")])
+    waiter: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
+    pair.uac._waiters[tx] = waiter
+    async with asyncio.timeout(5):
+        assert (await waiter).status == 489
+
+
+async def test_send_request_runs_a_prebuilt_request(pair: Pair) -> None:
+    text = _request("OPTIONS").replace("PORT", "5999").replace("\n", "\r\n").encode()
+    request = parse(text)
+    assert isinstance(request, SipRequest)
+    request.headers.set_all("Via", [str(pair.uac.new_via(Transport.UDP))])
+    async with asyncio.timeout(5):
+        response = await pair.uac.send_request(request, pair.address(), Transport.UDP)
+    assert response.status == 200
+    assert pair.uac._waiters == {}
+    invite = parse(_request("INVITE").replace("PORT", "5999").replace("\n", "\r\n").encode())
+    assert isinstance(invite, SipRequest)
+    with pytest.raises(SipUsageError):
+        await pair.uac.send_request(invite, pair.address(), Transport.UDP)

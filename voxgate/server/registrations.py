@@ -63,17 +63,7 @@ class UaRegisterSender:
     async def send(
         self, request: SipRequest, destination: Address, transport: Transport
     ) -> SipResponse:
-        ua = self._ua
-        # The user agent has no public "send this prebuilt request" yet; these
-        # are the same steps its own ``request()`` takes.
-        tx = ua.layer.send_request(request, destination, transport, ua.now())
-        waiter: asyncio.Future[SipResponse] = asyncio.get_running_loop().create_future()
-        ua._waiters[tx] = waiter
-        ua._pump()
-        try:
-            return await waiter
-        finally:
-            ua._waiters.pop(tx, None)
+        return await self._ua.send_request(request, destination, transport)
 
 
 @dataclass(eq=False)

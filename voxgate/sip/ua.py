@@ -19,7 +19,15 @@ handle armed at the layer's ``next_timeout()``.  It owns the rules of RFC 3261
   (``ring``/``answer``/``reject``); the handler is a coroutine because routing
   reads the store.  A handler that returns without a final answer yields 500.
 * UAC: :meth:`UserAgent.invite` sends an INVITE, answers 401/407 digest
-  challenges once per nonce, ACKs the 2xx and returns a :class:`Session`.
+  challenges once per nonce, ACKs the 2xx and returns a :class:`Session`;
+  :meth:`UserAgent.send_request` runs any prebuilt non-INVITE request (a
+  REGISTER, say) in a client transaction and returns its final response.
+* Transfers (RFC 3515): :meth:`Session.refer` sends an in-dialog REFER and
+  waits for ``202``, then follows the implicit subscription's NOTIFYs
+  (``message/sipfrag``) until the referred call's outcome is known.  We do not
+  act on REFERs *from* peers: a transfer of our agent's call is decided by
+  the flow, not by the far end, so an in-dialog REFER is declined (``603``)
+  and an out-of-dialog one refused (``403``).
 
 A :class:`Session` is one confirmed call dialog (either direction); its
 :class:`SessionListener` hears re-offers, DTMF and the end of the call, and
@@ -77,20 +85,22 @@ __all__ = [
     "IncomingInvite",
     "InviteHandler",
     "OutboundInvite",
+    "ReferFailed",
     "Session",
     "SessionEnd",
     "SessionListener",
     "UserAgent",
     "parse_dtmf_info",
+    "parse_sipfrag_status",
 ]
 
 log = logging.getLogger(__name__)
 
-ALLOWED_METHODS: Final = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
+ALLOWED_METHODS: Final = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "REFER", "NOTIFY")
 _ALLOW: Final = ", ".join(ALLOWED_METHODS)
 # Methods we recognise but do not serve: 405 (with Allow) rather than 501.
 _KNOWN_METHODS: Final = frozenset(
-    {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "UPDATE", "PRACK"}
+    {"REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "UPDATE", "PRACK"}
 )
 _SUPPORTED_EXTENSIONS: Final[frozenset[str]] = frozenset()
 _SDP: Final = "application/sdp"
@@ -119,6 +129,32 @@ class CallFailed(Exception):
 
 class CallCancelled(Exception):
     """The caller cancelled the INVITE before we answered."""
+
+
+class ReferFailed(Exception):
+    """A transfer did not happen: the REFER was refused, or the referred call failed.
+
+    ``status`` is the REFER's final status, or the sipfrag status of the last
+    NOTIFY (``408`` when no outcome arrived in time).
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+def parse_sipfrag_status(body: bytes) -> tuple[int, str] | None:
+    """``(status, reason)`` from a ``message/sipfrag`` status line (``SIP/2.0 200 OK``)."""
+    line = body.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if version.upper() != "SIP/2.0" or len(code) != 3 or not code.isdigit():
+        return None
+    status = int(code)
+    if not 100 <= status <= 699:
+        return None
+    return status, reason.strip()[:128]
 
 
 class SessionListener(Protocol):
@@ -208,6 +244,9 @@ class Session:
     confirmed: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_reason: SessionEnd | None = None
+    # sipfrag statuses of the NOTIFYs of our REFER's implicit subscription
+    refer_progress: list[tuple[int, str]] = field(default_factory=list)
+    refer_changed: asyncio.Event = field(default_factory=asyncio.Event)
     # the INVITE server transaction whose 2xx awaits its ACK (UAS only)
     _invite_tx: Transaction | None = None
 
@@ -225,6 +264,60 @@ class Session:
         if self.is_ended:
             return None
         return await self.ua._send_bye(self)
+
+    async def refer(
+        self,
+        target: Uri,
+        *,
+        referred_by: NameAddr | None = None,
+        outcome_timeout: float | None = 30.0,
+    ) -> int:
+        """Blind-transfer the peer to ``target`` (RFC 3515); returns the outcome status.
+
+        Waits for the REFER's ``202``, then (unless ``outcome_timeout`` is
+        None) for a NOTIFY whose sipfrag is final: a 2xx there is returned; a
+        failure there, a REFER refused, or no outcome in time raises
+        :class:`ReferFailed`.  The dialog stays up either way: hanging up
+        after a successful transfer is the caller's choice.
+        """
+        if self.is_ended:
+            raise ReferFailed(481, "Call Does Not Exist")
+        self.refer_progress.clear()
+        self.refer_changed.clear()
+        via = self.ua.new_via(self.transport)
+        try:
+            request = self.dialog.create_refer(target, via, referred_by=referred_by)
+        except SipUsageError as exc:
+            raise ReferFailed(481, str(exc)) from None
+        request.headers.add("User-Agent", self.ua.user_agent)
+        response = await self.ua.send_request(request, self.remote, self.transport)
+        self.dialog.receive_response(response)
+        if not 200 <= response.status < 300:
+            raise ReferFailed(response.status, response.reason)
+        if outcome_timeout is None:
+            return response.status
+        try:
+            async with asyncio.timeout(outcome_timeout):
+                while True:
+                    final = [p for p in self.refer_progress if p[0] >= 200]
+                    if final:
+                        status, reason = final[-1]
+                        if status >= 300:
+                            raise ReferFailed(status, reason)
+                        return status
+                    if self.ended.is_set():
+                        # The peer hung up after accepting: the transfer went ahead.
+                        return response.status
+                    self.refer_changed.clear()
+                    ended = asyncio.ensure_future(self.ended.wait())
+                    changed = asyncio.ensure_future(self.refer_changed.wait())
+                    try:
+                        await asyncio.wait({ended, changed}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        ended.cancel()
+                        changed.cancel()
+        except TimeoutError:
+            raise ReferFailed(408, "No Transfer Outcome") from None
 
     def _finish(self, reason: SessionEnd) -> None:
         if self.end_reason is not None:
@@ -504,6 +597,10 @@ class UserAgent:
             self._on_bye(request, tx)
         elif method == "INFO":
             self._on_info(request, tx)
+        elif method == "REFER":
+            self._on_refer(request, tx)
+        elif method == "NOTIFY":
+            self._on_notify(request, tx)
         # CANCEL never gets here (the layer answers it and emits CancelReceived).
 
     def _on_options(self, request: SipRequest, tx: Transaction) -> None:
@@ -671,6 +768,35 @@ class UserAgent:
                     session.listener.session_dtmf(session, parsed[0], parsed[1])
                 except Exception:
                     log.exception("session listener failed on DTMF of %s", session.call_id)
+
+    def _on_refer(self, request: SipRequest, tx: Transaction) -> None:
+        if not request.to_addr.tag:
+            self._reply(tx, request, 403, "Out-of-dialog REFER Not Accepted")
+            return
+        session = self._in_dialog(request, tx)
+        if session is None:
+            return
+        # Our side of the call is an agent: only its flow may transfer it.
+        self._reply(tx, request, 603, "Transfer Declined")
+
+    def _on_notify(self, request: SipRequest, tx: Transaction) -> None:
+        session = self._in_dialog(request, tx)
+        if session is None:
+            return
+        event = (request.headers.get("Event") or "").split(";", 1)[0].strip().lower()
+        if event != "refer":
+            self._reply(tx, request, 489, headers=[("Allow-Events", "refer")])
+            return
+        self._respond(tx, make_response(request, 200))
+        parsed = parse_sipfrag_status(request.body) if request.body else None
+        if parsed is None:
+            state = (request.headers.get("Subscription-State") or "").strip().lower()
+            if not state.startswith("terminated"):
+                return
+            # The subscription ended without a readable outcome.
+            parsed = (500, "Transfer Outcome Unknown")
+        session.refer_progress.append(parsed)
+        session.refer_changed.set()
 
     def _on_reinvite(self, request: SipRequest, tx: Transaction) -> None:
         session = self._in_dialog(request, tx)
@@ -890,9 +1016,12 @@ class UserAgent:
         *,
         body: bytes = b"",
         content_type: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> Transaction:
         via = self.new_via(session.transport)
-        request = session.dialog.create_request(method, via, body=body, content_type=content_type)
+        request = session.dialog.create_request(
+            method, via, body=body, content_type=content_type, headers=headers
+        )
         request.headers.add("User-Agent", self.user_agent)
         tx = self.layer.send_request(request, session.remote, session.transport, self.now())
         self._pump()
@@ -938,12 +1067,27 @@ class UserAgent:
         h.add("User-Agent", self.user_agent)
         for name, value in headers:
             h.add(name, value)
-        request = SipRequest(method, target, h)
+        return await self.send_request(SipRequest(method, target, h), destination, transport)
+
+    async def send_request(
+        self, request: SipRequest, destination: Address, transport: Transport
+    ) -> SipResponse:
+        """Send a prebuilt non-INVITE request in a client transaction; its final response.
+
+        Retransmissions and timer F come from the transaction layer; a timeout
+        or transport failure yields a synthetic ``408`` (without Call-ID).
+        Raises :class:`~voxgate.sip.errors.SipUsageError` for INVITE/ACK/CANCEL.
+        """
+        if request.method in ("INVITE", "ACK", "CANCEL"):
+            raise SipUsageError(f"{request.method} has its own API")
         tx = self.layer.send_request(request, destination, transport, self.now())
         waiter: asyncio.Future[SipResponse] = self._loop.create_future()
         self._waiters[tx] = waiter
         self._pump()
-        return await waiter
+        try:
+            return await waiter
+        finally:
+            self._waiters.pop(tx, None)
 
     # ------------------------------------------------------------------ lifecycle
 
