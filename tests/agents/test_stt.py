@@ -9,7 +9,7 @@ import pytest
 
 from loadtest.audio import read_mulaw_wav
 from voxgate.agents.models import ModelError, SpeechModelConfig
-from voxgate.agents.stt import SpeechRecognizer, SttError, hint_phrase
+from voxgate.agents.stt import SpeechRecognizer, SttConfig, SttError, hint_phrase, looks_like_loop
 from voxgate.media.g711 import ulaw_decode
 from voxgate.media.resample import StreamResampler
 
@@ -57,6 +57,53 @@ def test_phrase_fixtures_transcribe_exactly(stt: SpeechRecognizer, entry: dict[s
     result = stt.transcribe(pcm16k(entry["file"]), beam_size=5)
     assert wer(entry["text"], result.text) == 0.0, result.text
     assert result.audio_s > 1.0 and result.compute_s > 0
+    assert result.trimmed  # the short-encoder path, not a fallback
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in MANIFEST if e["kind"] == "noisy"], ids=lambda e: e["name"]
+)
+def test_noisy_fixtures_transcribe(stt: SpeechRecognizer, entry: dict[str, str]) -> None:
+    for beam in (1, 5):
+        result = stt.transcribe(pcm16k(entry["file"]), beam_size=beam)
+        # The fixture's worst case over decoders is 0.143; trimming must not add to it.
+        assert wer(entry["text"], result.text) <= 0.15, (beam, result.text)
+
+
+def test_loop_guard_keeps_accuracy_without_padding() -> None:
+    # No padding and no minimum window: Whisper tends to loop on short phrases here;
+    # the guard must catch every loop and redo it the standard way.
+    bare = SpeechRecognizer(config=SttConfig(encoder_pad_s=0.0, encoder_min_s=0.0))
+    before = bare.trimmed_decodes + bare.fallbacks
+    for entry in [e for e in MANIFEST if e["kind"] == "phrase"]:
+        result = bare.transcribe(pcm16k(entry["file"]), beam_size=1)
+        assert wer(entry["text"], result.text) <= 0.15, (entry["name"], result.text)
+        assert result.trimmed != result.fallback
+    assert bare.trimmed_decodes + bare.fallbacks == before + 12
+
+
+def test_capped_trimmed_decode_falls_back_to_full_window() -> None:
+    # A cap of ~1 token/s is always hit: every decode must be redone, still exact.
+    capped = SpeechRecognizer(config=SttConfig(trim_max_tokens_per_s=1.0))
+    entry = next(e for e in MANIFEST if e["name"] == "book_appointment")
+    result = capped.transcribe(pcm16k(entry["file"]), beam_size=5)
+    assert result.fallback and not result.trimmed
+    assert wer(entry["text"], result.text) == 0.0, result.text
+
+
+def test_full_window_path_still_works() -> None:
+    full = SpeechRecognizer(config=SttConfig(trim_encoder=False))
+    entry = next(e for e in MANIFEST if e["name"] == "account_balance")
+    result = full.transcribe(pcm16k(entry["file"]), beam_size=5)
+    assert wer(entry["text"], result.text) == 0.0
+    assert not result.trimmed and not result.fallback and full.trimmed_decodes == 0
+
+
+def test_loop_detection() -> None:
+    assert looks_like_loop("Goodbye " * 9, tokens=9, max_tokens=40)
+    assert looks_like_loop("Yes.", tokens=40, max_tokens=40)  # ran into the cap
+    assert not looks_like_loop("Hi, I'd like to book an appointment.", tokens=12, max_tokens=40)
+    assert not looks_like_loop("Goodbye.", tokens=3, max_tokens=18)
 
 
 def test_vocabulary_hints_do_not_hurt(stt: SpeechRecognizer) -> None:
