@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from voxgate.server.call_control import CALLS
@@ -51,6 +54,12 @@ async def _server(data_dir: Path) -> tuple[Server, SipListener]:
     server = Server(config, listeners=[hook])
     await server.start()
     services = server.services
+    redis_pid = services.store.embedded_pid
+    if redis_pid is not None:
+        # The embedded redis-server inherits the server's core-0 pinning; on
+        # the media core it would compete with the loop it serves.
+        os.sched_setaffinity(redis_pid, {1})
+        print(f"embedded redis-server pid {redis_pid} pinned to core 1", flush=True)
     tenant = await services.registry.create(
         TenantCreate(name="bench", quotas=Quotas(max_concurrent_calls=2000, max_cps=1000)), "bench"
     )
@@ -68,13 +77,63 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _sipp(args: list[str], cwd: Path) -> tuple[int, str]:
+class SippRun(msgspec.Struct):
+    code: int
+    output: str
+    sipp_cpu: float  # seconds of CPU sipp used (user + system)
+    server_cpu: float  # seconds of CPU this process used meanwhile
+    wall: float
+
+
+async def _sipp(args: list[str], cwd: Path) -> SippRun:
+    me = psutil.Process()
+    before = me.cpu_times()
+    started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         "taskset", "-c", "1", "sipp", *args,
         cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
+    sipp_cpu = 0.0
+
+    async def sample() -> None:
+        nonlocal sipp_cpu
+        # taskset execs sipp in place, so the pid is sipp's own.
+        with contextlib.suppress(psutil.Error):
+            child = psutil.Process(proc.pid)
+            while True:
+                times = child.cpu_times()
+                sipp_cpu = times.user + times.system
+                await asyncio.sleep(0.5)
+
+    sampler = asyncio.get_running_loop().create_task(sample())
     out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode(errors="replace")
+    sampler.cancel()
+    after = me.cpu_times()
+    return SippRun(
+        code=proc.returncode or 0,
+        output=out.decode(errors="replace"),
+        sipp_cpu=sipp_cpu,
+        server_cpu=(after.user + after.system) - (before.user + before.system),
+        wall=time.monotonic() - started,
+    )
+
+
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _error_reasons(run: Path) -> dict[str, int]:
+    """Counts of sipp's failure reasons from its ``-trace_err`` log."""
+    reasons: dict[str, int] = {}
+    for path in run.glob("*errors.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            # "date  time  message" lines; keep the message without call ids.
+            text = line.split("\t")[-1].strip()
+            if not text or text.startswith(("-", "Last message", "UDP message")):
+                continue
+            key = " ".join(w for w in text.split() if not any(c.isdigit() for c in w))[:90]
+            reasons[key] = reasons.get(key, 0) + 1
+    return dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5])
 
 
 async def rate_sweep(rates: list[int], calls: int) -> None:
@@ -87,12 +146,13 @@ async def rate_sweep(rates: list[int], calls: int) -> None:
             for rate in rates:
                 run = work / f"r{rate}"
                 run.mkdir()
-                code, _ = await _sipp(
+                print(f"rate {rate}/s: starting, {_load()}", flush=True)
+                result = await _sipp(
                     [
                         f"127.0.0.1:{port[1]}", "-sn", "uac", "-s", NUMBER, "-i", "127.0.0.1",
                         "-p", "0", "-r", str(rate), "-m", str(calls), "-d", "2000",
                         "-l", str(rate * 4), "-timeout", "120", "-nostdin", "-trace_rtt",
-                        "-rtt_freq", "1", "-trace_stat", "-max_socket", "4096",
+                        "-rtt_freq", "1", "-trace_stat", "-trace_err", "-max_socket", "4096",
                     ],
                     run,
                 )  # fmt: skip
@@ -110,11 +170,16 @@ async def rate_sweep(rates: list[int], calls: int) -> None:
                         failed = rows[-1].get("FailedCall(C)", "?")
                         succ = rows[-1].get("SuccessfulCall(C)", "?")
                 print(
-                    f"rate {rate}/s calls {calls}: exit {code} successful {succ} failed {failed} "
-                    f"setup p50 {_pct(latencies, 0.5):.1f} ms p99 {_pct(latencies, 0.99):.1f} ms "
-                    f"(n={len(latencies)})",
+                    f"rate {rate}/s calls {calls}: exit {result.code} successful {succ} "
+                    f"failed {failed} setup p50 {_pct(latencies, 0.5):.1f} ms "
+                    f"p99 {_pct(latencies, 0.99):.1f} ms (n={len(latencies)}); "
+                    f"server CPU {result.server_cpu / result.wall:.0%}, "
+                    f"sipp CPU {result.sipp_cpu / result.wall:.0%} of a core over "
+                    f"{result.wall:.0f} s; rejected by server {sip.gateway.rejected}; {_load()}",
                     flush=True,
                 )
+                if failed not in ("0", "?"):
+                    print(f"  sipp failure reasons: {_error_reasons(run)}", flush=True)
                 await sip.gateway.wait_idle()
         finally:
             await server.stop()
@@ -148,12 +213,13 @@ async def rtp_calls(calls: int) -> None:
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            code, out = await _sipp(
+            print(f"starting, {_load()}", flush=True)
+            result = await _sipp(
                 [
                     f"127.0.0.1:{port[1]}", "-sf", str(SCENARIOS / "uac_conversation_play.xml"),
                     "-s", NUMBER, "-i", "127.0.0.1", "-p", "0", "-mi", "127.0.0.1",
                     "-r", "50", "-l", str(calls), "-m", str(calls), "-timeout", "120",
-                    "-nostdin", "-max_socket", "4096",
+                    "-nostdin", "-max_socket", "4096", "-trace_err",
                 ],
                 work,
             )  # fmt: skip
@@ -161,7 +227,11 @@ async def rtp_calls(calls: int) -> None:
             watcher.cancel()
             await server.stop()
         ms = [x * 1000 for x in lateness]
-        print(f"sipp exit {code}; peak concurrent calls {peak_calls}")
+        print(
+            f"sipp exit {result.code}; peak concurrent calls {peak_calls}; "
+            f"server CPU {result.server_cpu / result.wall:.0%}, "
+            f"sipp CPU {result.sipp_cpu / result.wall:.0%} of a core; {_load()}"
+        )
         print(
             f"send-pacing lateness over {len(ms)} ticks at >=90% load: "
             f"p50 {_pct(ms, 0.5):.2f} ms p99 {_pct(ms, 0.99):.2f} ms "
@@ -171,8 +241,9 @@ async def rtp_calls(calls: int) -> None:
             per_call = (rss_peak - rss_idle) / peak_calls / 1024
             print(f"RSS idle {rss_idle / 2**20:.1f} MiB, at peak {rss_peak / 2**20:.1f} MiB: "
                   f"{per_call:.0f} KiB per call")  # fmt: skip
-        if code != 0:
-            print(out[-2000:])
+        if result.code != 0:
+            print(result.output[-2000:])
+            print(f"sipp failure reasons: {_error_reasons(work)}")
 
 
 def main(argv: list[str] | None = None) -> int:
