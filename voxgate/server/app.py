@@ -31,6 +31,7 @@ from voxgate.server.state import (
     SOCKETS,
     OpenSockets,
 )
+from voxgate.server.worker_agent import install_flow_agents
 
 RouteRegistrar = Callable[[RouteTable], None]
 
@@ -77,6 +78,7 @@ def create_app(
     app[OPENAPI] = OpenApiDocument(table, title="voxgate", version=voxgate.__version__)
     app.on_shutdown.append(_close_sockets)
     install_calls(app)
+    install_flow_agents(app)
     return app
 
 

@@ -37,7 +37,6 @@ import msgspec
 from aiohttp import web
 
 from voxgate.agents import ipc
-from voxgate.agents.prompt_cache import PromptCacheError, prompt_dir
 from voxgate.media.call import Call, EndReason
 from voxgate.media.channel import (
     CallAgent,
@@ -80,6 +79,23 @@ HANGUP_MARK = "vg-hangup"
 HANGUP_WAIT_MAX = 120.0
 """Longest wait for queued audio to play out before an agent hangup (bounded)."""
 SINK_QUEUE = 512
+
+
+class PromptCacheError(ValueError):
+    """No prompt cache location for this tenant id."""
+
+
+def prompt_dir(data_dir: Path, tenant_id: str) -> Path:
+    """A tenant's rendered prompts; the layout of ``voxgate.agents.prompt_cache.prompt_dir``.
+
+    Not imported from there: that module loads Piper and onnxruntime, which the
+    media core must not carry (memory, and a multi-second first import).
+    """
+    try:
+        tenant_key(tenant_id, "prompts")  # validates the id
+    except ValueError as exc:
+        raise PromptCacheError(str(exc)) from None
+    return data_dir / "blobs" / tenant_id / "prompts"
 
 
 def events_channel(tenant_id: str) -> str:
@@ -492,7 +508,16 @@ SPEECH = web.AppKey("voxgate.speech", SpeechRuntime)
 def install_flow_agents(
     app: web.Application, *, config: SupervisorConfig | None = None
 ) -> SpeechRuntime:
-    """Serve ``flow`` agents on this app's calls (call after ``install_calls``)."""
+    """Serve ``flow`` agents on this app's calls (call after ``install_calls``).
+
+    Idempotent: on an app that has them already, only ``config`` is applied
+    (before start-up), so a test can size the pool of the app ``create_app`` built.
+    """
+    existing = app.get(SPEECH)
+    if existing is not None:
+        if config is not None:
+            existing.supervisor.config = config
+        return existing
     from voxgate.server.call_control import CALLS
     from voxgate.server.state import CONFIG, METRICS, SERVICES
 
