@@ -13,6 +13,7 @@ from voxgate.agents.endpointing import (
     EndpointerConfig,
     Event,
     SpeechEnd,
+    SpeechPause,
     SpeechStart,
     State,
 )
@@ -107,12 +108,49 @@ def test_config_validation() -> None:
         EndpointerConfig(min_silence_ms=0)
 
 
-def _detect(name: str, pad_s: float = 1.0) -> list[Event]:
+def test_pause_carries_the_final_audio() -> None:
+    cfg = EndpointerConfig(min_silence_ms=400, speculative_ms=200, trailing_keep_ms=200)
+    ep = Endpointer(cfg)
+    events = _run(ep, [0.0] * 40 + [0.9] * 50 + [0.0] * 20)
+    assert [type(e) for e in events] == [SpeechStart, SpeechPause, SpeechEnd]
+    _, pause, end = events
+    assert isinstance(pause, SpeechPause) and isinstance(end, SpeechEnd)
+    assert pause.key == end.key
+    assert np.array_equal(pause.audio, end.audio)
+    # Emitted as soon as the pause is speculative_ms long, well before the end.
+    assert 0.2 - 1e-9 <= pause.at - pause.end < 0.2 + WINDOW_S
+    assert end.at - pause.at >= 0.15
+
+
+def test_pause_then_more_speech_is_a_different_key() -> None:
+    probs = [0.9] * 30 + [0.0] * _windows(250) + [0.9] * 20 + [0.0] * 20
+    events = _run(Endpointer(EndpointerConfig(min_silence_ms=400, speculative_ms=200)), probs)
+    pauses = [e for e in events if isinstance(e, SpeechPause)]
+    ends = [e for e in events if isinstance(e, SpeechEnd)]
+    assert len(pauses) == 2 and len(ends) == 1  # one pause per silence run
+    assert pauses[0].key != ends[0].key and pauses[1].key == ends[0].key
+    # Earlier than trailing_keep_ms, the pause has less audio than the end: no match.
+    events = _run(Endpointer(EndpointerConfig(speculative_ms=160, trailing_keep_ms=200)), probs)
+    pause = [e for e in events if isinstance(e, SpeechPause)][-1]
+    end = next(e for e in events if isinstance(e, SpeechEnd))
+    assert pause.key != end.key and len(pause.audio) < len(end.audio)
+
+
+def test_pause_disabled_by_default_and_when_not_shorter_than_min_silence() -> None:
+    probs = [0.9] * 30 + [0.0] * 20
+    assert not any(isinstance(e, SpeechPause) for e in _run(Endpointer(), probs))
+    cfg = EndpointerConfig(min_silence_ms=200, speculative_ms=200)
+    assert not any(isinstance(e, SpeechPause) for e in _run(Endpointer(cfg), probs))
+    with pytest.raises(ValueError):
+        EndpointerConfig(speculative_ms=-1)
+
+
+def _detect(name: str, pad_s: float = 1.0, config: EndpointerConfig | None = None) -> list[Event]:
     pcm = ulaw_decode(read_mulaw_wav(AUDIO / name))
     pcm = np.concatenate([pcm, np.zeros(int(pad_s * 8000), dtype=np.int16)])
     res = StreamResampler(8000, 16000)
     stream = VadStream(SileroVad())
-    ep = Endpointer()
+    ep = Endpointer(config)
     events: list[Event] = []
     for i in range(0, len(pcm), 160):  # 20 ms frames as they arrive on a call
         for window, p in stream.feed(res.process(pcm[i : i + 160])):
@@ -149,3 +187,24 @@ def test_conversation_turns() -> None:
         assert abs(got.start - turn["start_s"]) <= 0.1
         assert abs(got.end - turn["end_s"]) <= 0.15
         assert got.start - got.audio_start >= 1.0 or got.audio_start == 0.0
+
+
+def test_speculative_pause_matches_every_fixture_end() -> None:
+    # Every turn of every speech fixture: the last pause before the end carries exactly
+    # the final audio, so a speculative decode is always reusable at the real end.
+    cfg = EndpointerConfig(speculative_ms=200)
+    turns = wasted = 0
+    for entry in [e for e in MANIFEST if e["kind"] in ("phrase", "noisy", "conversation")]:
+        last_pause: SpeechPause | None = None
+        for event in _detect(str(entry["file"]), config=cfg):
+            if isinstance(event, SpeechPause):
+                wasted += last_pause is not None
+                last_pause = event
+            elif isinstance(event, SpeechEnd):
+                assert last_pause is not None and last_pause.key == event.key, entry["name"]
+                assert np.array_equal(last_pause.audio, event.audio)
+                turns += 1
+                last_pause = None
+    assert turns == 19
+    # Pauses inside turns (the longest in the fixtures is ~256 ms) waste a decode.
+    assert wasted <= 3

@@ -135,6 +135,51 @@ async def test_turn_with_partials_final_and_reply(resources: PipelineResources) 
     assert turn.intent == "booking" and turn.agent_text == "Happy to book that."
     assert turn.heard_text == "Happy to book that."
     assert turn.latencies["endpointing"] <= 0.45
+    # The final decode started in the pause before the endpoint and was reused.
+    assert pipeline.speculative_hits == 1
+    assert turn.latencies["stt_wait"] <= turn.latencies["stt"] + 0.05
+
+
+async def test_speculation_dropped_when_caller_speaks_on(resources: PipelineResources) -> None:
+    # "Yes, ... that works for me.": the pause after "Yes," is long enough to start a
+    # speculative decode, which must be dropped when the caller goes on.
+    h, pipeline, task = await _start(resources, ipc.CallSettings(), "Hi.", ack=True)
+    await h.until(lambda f: isinstance(f, ipc.AudioOut) and f.mark)
+    yes = read_mulaw_wav(AUDIO / "yes_that_works.wav")
+    # Stretch the fixture's 256 ms pause to 320 ms: still shorter than min_silence_ms.
+    cut = int(0.78 * 8000)
+    phrase = yes[:cut] + b"\xff" * int(0.1 * 8000) + yes[cut:] + b"\xff" * 8000
+    await _feed(pipeline, phrase, batch=1)
+    final = await h.until(caller_final)
+    assert wer("Yes, that works for me.", final.text) == 0, final.text
+    await _stop(pipeline, task)
+    assert pipeline.speculative_hits == 1 and pipeline.speculative_misses >= 1
+    assert len(pipeline.turn_records) == 1
+
+
+async def test_speculation_off_still_transcribes(resources: PipelineResources) -> None:
+    h = Harness(ack_marks=True)
+    doc = _flow("Hi.")
+    start = ipc.StartCall(call_id="c", tenant_id="t", agent_id="a", flow=doc)
+    pipeline = CallPipeline(start, resources, h.send, flow=parse_flow(doc)[0], speculative_ms=0)
+    h.pipeline = pipeline
+    task = asyncio.get_running_loop().create_task(pipeline.run())
+    await h.until(lambda f: isinstance(f, ipc.AudioOut) and f.mark)
+    await _feed(pipeline, read_mulaw_wav(AUDIO / "opening_hours_saturday.wav") + b"\xff" * 8000)
+    reply = await h.until(lambda f: isinstance(f, ipc.AgentSay))
+    assert reply.text == "We open at eight and close at six."
+    await _stop(pipeline, task)
+    assert pipeline.speculative_hits == 0 and pipeline.speculative_misses == 0
+
+
+async def test_live_reply_first_piece_is_a_short_clause(resources: PipelineResources) -> None:
+    # No prompt cache: the greeting is synthesized live, its first clause on its own.
+    h, pipeline, task = await _start(resources, ipc.CallSettings(), LONG_GREETING, ack=True)
+    await h.until(lambda f: isinstance(f, ipc.Transcript) and f.text == "How can I help?")
+    await _stop(pipeline, task)
+    pieces = [f.text for f in h.log if isinstance(f, ipc.Transcript) and f.role == "agent"]
+    assert pieces[0] == "Hello,"
+    assert " ".join(pieces) == LONG_GREETING
 
 
 async def test_barge_in_interrupts_agent(resources: PipelineResources) -> None:

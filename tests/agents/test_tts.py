@@ -26,6 +26,21 @@ def test_split_sentences() -> None:
     assert split_sentences("   ") == []
 
 
+def test_split_first_piece_at_clause_break() -> None:
+    text = "Hello, thanks for calling the front desk. How can I help?"
+    pieces = split_sentences(text, first_max_chars=30)
+    assert pieces == ["Hello,", "thanks for calling the front desk.", "How can I help?"]
+    assert " ".join(pieces) == text
+    # Short first sentences and sentences without clause breaks stay whole.
+    assert split_sentences("Hi, there. Bye.", first_max_chars=30) == ["Hi, there.", "Bye."]
+    plain = "We open at eight and close at six every single day."
+    assert split_sentences(plain, first_max_chars=10) == [plain]
+    # Only the first piece is affected.
+    assert split_sentences("Sure. One, two, three, four, five.", first_max_chars=3)[1:] == [
+        "One, two, three, four, five."
+    ]
+
+
 def test_streams_whole_frames_per_sentence(tts: SpeechSynthesizer) -> None:
     chunks = list(tts.synthesize_ulaw("Thanks for calling. How can I help you today?"))
     assert [c[0] for c in chunks] == ["Thanks for calling.", "How can I help you today?"]

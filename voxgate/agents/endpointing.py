@@ -9,6 +9,13 @@ Its clock is the caller's audio: ``n`` windows in means ``n * 32 ms`` elapsed. T
 worst-case delay from the end of speech to :class:`SpeechEnd` is bounded by
 ``min_silence_ms`` plus one window, and no utterance grows beyond
 ``max_utterance_ms``; there is no open-ended fallback.
+
+With ``speculative_ms`` set, a :class:`SpeechPause` is emitted once per pause when
+the caller has been silent that long (but not yet ``min_silence_ms``). It carries
+the audio :class:`SpeechEnd` will carry if the caller stays silent (identical when
+``speculative_ms >= trailing_keep_ms``), so the final transcription can start while
+the endpointer is still making sure the turn is over; ``SpeechPause.key`` equals
+``SpeechEnd.key`` exactly when the two audios are the same.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ class EndpointerConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Voiced audio, while the agent speaks, that interrupts the agent."""
     barge_in_threshold: float = 0.6
     """A stricter voiced threshold while the agent speaks, against line echo."""
+    speculative_ms: int = 0
+    """Silence after which a :class:`SpeechPause` hands out the utterance so far, for a
+    speculative final decode; 0 (or >= ``min_silence_ms``) disables it."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
@@ -55,6 +65,8 @@ class EndpointerConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("durations must be positive")
         if self.preroll_ms < 0 or self.max_utterance_ms < 1000:
             raise ValueError("preroll_ms must be >= 0 and max_utterance_ms >= 1000")
+        if self.speculative_ms < 0 or self.trailing_keep_ms < 0:
+            raise ValueError("speculative_ms and trailing_keep_ms must be >= 0")
 
 
 class State(enum.Enum):
@@ -108,6 +120,26 @@ class SpeechEnd:
     """Audio time of ``audio[0]`` (before ``start`` by the pre-roll)."""
     reason: str = "silence"
 
+    @property
+    def key(self) -> tuple[float, float, int]:
+        return (self.audio_start, self.end, len(self.audio))
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPause:
+    """The caller has paused ``speculative_ms``; the turn may be over (see module docstring)."""
+
+    at: float
+    start: float
+    end: float
+    """End of the last voiced window so far."""
+    audio: Int16Array = field(repr=False)
+    audio_start: float
+
+    @property
+    def key(self) -> tuple[float, float, int]:
+        return (self.audio_start, self.end, len(self.audio))
+
 
 @dataclass(frozen=True, slots=True)
 class BargeIn:
@@ -115,7 +147,7 @@ class BargeIn:
     onset: float
 
 
-Event = SpeechStart | SpeechEnd | BargeIn
+Event = SpeechStart | SpeechEnd | SpeechPause | BargeIn
 
 
 class Endpointer:
@@ -138,6 +170,7 @@ class Endpointer:
         self._agent_speaking = False
         self._barge_run_start: float | None = None
         self._barged = False
+        self._paused = False  # a SpeechPause went out for the current silence run
 
     @property
     def now(self) -> float:
@@ -206,8 +239,18 @@ class Endpointer:
             self._last_voiced_end = end
         elif prev is State.SPEECH and self.state is State.TRAILING:
             self._silence_start = start
+            self._paused = False
 
-        if self.state is State.TRAILING and (end - self._silence_start) * 1000 >= c.min_silence_ms:
+        silence_ms = (end - self._silence_start) * 1000
+        if (
+            self.state is State.TRAILING
+            and not self._paused
+            and c.speculative_ms - 1e-6 <= silence_ms < c.min_silence_ms
+            and c.speculative_ms > 0
+        ):
+            self._paused = True
+            events.append(self._pause(end))
+        if self.state is State.TRAILING and silence_ms >= c.min_silence_ms:
             events.append(self._end_speech(end, "silence"))
         elif self.in_speech and (end - self._onset) * 1000 >= c.max_utterance_ms:
             events.append(self._end_speech(end, "max_length"))
@@ -221,9 +264,22 @@ class Endpointer:
         self._last_voiced_end = at
         return SpeechStart(at=at, onset=self._onset)
 
-    def _end_speech(self, at: float, reason: str) -> SpeechEnd:
+    def _kept_windows(self, at: float) -> int:
         keep_until = min(at, self._last_voiced_end + self.config.trailing_keep_ms / 1000)
-        n_windows = max(1, round((keep_until - self._utterance_start) / WINDOW_S))
+        return max(1, round((keep_until - self._utterance_start) / WINDOW_S))
+
+    def _pause(self, at: float) -> SpeechPause:
+        audio = np.concatenate(self._utterance[: self._kept_windows(at)])
+        return SpeechPause(
+            at=at,
+            start=self._onset,
+            end=self._last_voiced_end,
+            audio=audio,
+            audio_start=self._utterance_start,
+        )
+
+    def _end_speech(self, at: float, reason: str) -> SpeechEnd:
+        n_windows = self._kept_windows(at)
         audio = np.concatenate(self._utterance[:n_windows])
         # Windows after the kept part stay as the next turn's pre-roll.
         for w in self._utterance[n_windows:]:

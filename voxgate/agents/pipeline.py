@@ -6,6 +6,13 @@ caller speaks, a final at the endpoint); the flow engine decides; Piper speaks,
 sentence by sentence, as ``AudioOut`` chunks each ending in a mark. Static
 prompts come pre-rendered from the prompt cache.
 
+Latency: the final transcription is started speculatively when the caller has
+paused ``SPECULATIVE_MS`` (a :class:`SpeechPause`), on exactly the audio the
+endpoint will carry; when the endpoint confirms the pause ``min_silence_ms`` later,
+the transcript is ready or nearly so and is reused instead of decoding again. If
+the caller speaks on, the speculative result is dropped. Partial hypotheses pause
+while the caller is silent so they never compete with that decode for the CPU.
+
 Everything heavy runs in thread pools (:class:`PipelineResources`) so the worker's
 event loop keeps reading frames: VAD in a small real-time pool that inference can
 never starve, STT/TTS in the inference pool.
@@ -34,7 +41,9 @@ from voxgate.agents.endpointing import (
     Endpointer,
     EndpointerConfig,
     SpeechEnd,
+    SpeechPause,
     SpeechStart,
+    State,
 )
 from voxgate.agents.endpointing import Event as EndpointEvent
 from voxgate.agents.flow_engine import (
@@ -51,7 +60,7 @@ from voxgate.agents.flow_engine import (
 )
 from voxgate.agents.flowspec import FlowSpec
 from voxgate.agents.prompt_cache import PromptCache
-from voxgate.agents.stt import SpeechRecognizer
+from voxgate.agents.stt import SpeechRecognizer, Transcription
 from voxgate.agents.tts import FRAME_BYTES, SpeechSynthesizer, split_sentences
 from voxgate.agents.vad import VadPool, VadStream
 from voxgate.media.g711 import ulaw_decode
@@ -66,6 +75,13 @@ CHUNK_FRAMES = 25
 """AudioOut chunks carry at most 0.5 s, so an Interrupt leaves little queued audio."""
 AUDIO_QUEUE = 250
 """Caller audio frames buffered per call (5 s) before new ones are dropped."""
+FIRST_PIECE_CHARS = 30
+"""Live replies: a longer first sentence is split at its first clause break, because
+Piper renders a piece at ~6 ms per character and the caller waits for the first."""
+SPECULATIVE_MS = 200
+"""Pause after which the final decode starts speculatively. Equal to the endpointer's
+``trailing_keep_ms``, so the audio is exactly the final one. In the fixtures, pauses
+inside a turn reach 256 ms, so some speculative decodes are wasted; none is wrong."""
 
 
 class PipelineError(Exception):
@@ -98,6 +114,12 @@ class PipelineResources:
 
 
 @dataclass
+class _Speculation:
+    key: tuple[float, float, int]
+    result: asyncio.Future[Transcription]
+
+
+@dataclass
 class _TurnTiming:
     index: int
     text: str
@@ -106,6 +128,9 @@ class _TurnTiming:
     endpointing_s: float
     detected_wall: float
     stt_s: float = 0.0
+    stt_wait_s: float = 0.0
+    """STT time left after the endpoint (less than ``stt_s`` when speculation ran)."""
+    speculative: bool = False
     nlp_s: float = 0.0
     tts_first_s: float | None = None
     first_audio_wall: float | None = None
@@ -125,6 +150,7 @@ class CallPipeline:
         *,
         flow: FlowSpec,
         clock: Callable[[], float] = time.monotonic,
+        speculative_ms: int = SPECULATIVE_MS,
     ) -> None:
         self.call_id = start.call_id
         self.settings = start.settings
@@ -145,8 +171,12 @@ class CallPipeline:
             EndpointerConfig(
                 min_silence_ms=start.settings.min_silence_ms,
                 max_utterance_ms=int(start.settings.max_utterance_s * 1000),
+                speculative_ms=speculative_ms,
             )
         )
+        self._speculation: _Speculation | None = None
+        self.speculative_hits = 0
+        self.speculative_misses = 0
         self._audio: deque[bytes] = deque()
         self._audio_ready = asyncio.Event()
         self._audio_idle = asyncio.Event()
@@ -245,6 +275,8 @@ class CallPipeline:
 
     async def _shutdown(self) -> None:
         self._close_turn()
+        if self._speculation is not None:
+            self._speculation.result.cancel()
         loops = [*self._loops, *([self._speaker_task] if self._speaker_task else [])]
         for task in loops:
             task.cancel()
@@ -307,7 +339,8 @@ class CallPipeline:
         interval = self._res.stt.config.partial_interval_s
         if (
             interval > 0
-            and self._endpointer.in_speech
+            # Not in a pause: the speculative final decode needs the CPU more.
+            and self._endpointer.state is State.SPEECH
             and not self._partial_running
             and self._endpointer.now - self._last_partial_at >= interval
         ):
@@ -323,12 +356,41 @@ class CallPipeline:
         elif isinstance(event, BargeIn):
             if self.settings.barge_in and self._barge_allowed and self.agent_audio_pending:
                 await self._interrupt()
+        elif isinstance(event, SpeechPause):
+            if self._listening():
+                self._speculate(event)
         elif isinstance(event, SpeechEnd):
             await self._send(ipc.SpeechEnded(call_id=self.call_id, at=event.end))
-            # While the agent talks with barge-in off, the caller is not being listened to.
-            if self.agent_audio_pending and not (self.settings.barge_in and self._barge_allowed):
+            if not self._listening():
                 return
             self._finals.put_nowait(event)
+
+    def _listening(self) -> bool:
+        # While the agent talks with barge-in off, the caller is not being listened to.
+        return not (
+            self.agent_audio_pending and not (self.settings.barge_in and self._barge_allowed)
+        )
+
+    def _transcribe_final(self, audio: npt.NDArray[np.int16]) -> Transcription:
+        return self._res.stt.transcribe(
+            audio, hints=self._hints, beam_size=self.settings.stt_beam_size or None
+        )
+
+    def _speculate(self, pause: SpeechPause) -> None:
+        self._drop_speculation()
+        future = asyncio.get_running_loop().run_in_executor(
+            self._res.inference, functools.partial(self._transcribe_final, pause.audio)
+        )
+        # A dropped speculation's error (if any) must not surface as "never retrieved".
+        future.add_done_callback(_consume)
+        self._speculation = _Speculation(key=pause.key, result=future)
+
+    def _drop_speculation(self) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is not None:
+            # Not started yet: it never runs. Already running: its result is ignored.
+            spec.result.cancel()
+            self.speculative_misses += 1
 
     async def _partial(self, audio: npt.NDArray[np.int16], at: float) -> None:
         try:
@@ -348,15 +410,17 @@ class CallPipeline:
         while True:
             event = await self._finals.get()
             detected = self._clock()
-            result = await self._in_pool(
-                self._res.inference,
-                functools.partial(
-                    self._res.stt.transcribe,
-                    event.audio,
-                    hints=self._hints,
-                    beam_size=self.settings.stt_beam_size or None,
-                ),
-            )
+            spec = self._speculation
+            if spec is not None and spec.key == event.key:
+                self._speculation = None
+                self.speculative_hits += 1
+                result = await spec.result
+            else:
+                self._drop_speculation()
+                result = await self._in_pool(
+                    self._res.inference, functools.partial(self._transcribe_final, event.audio)
+                )
+            stt_wait = self._clock() - detected
             if not result.text:
                 continue
             await self._send(
@@ -377,6 +441,8 @@ class CallPipeline:
                 endpointing_s=event.at - event.end,
                 detected_wall=detected,
                 stt_s=result.compute_s,
+                stt_wait_s=stt_wait,
+                speculative=spec is not None and spec.key == event.key,
             )
             self._turns += 1
             started = time.perf_counter()
@@ -441,7 +507,9 @@ class CallPipeline:
             return
         await self._send(ipc.AgentSay(call_id=self.call_id, text=say.text, node=say.node_id))
         stream = self._res.tts.stream()
-        pieces = split_sentences(say.text, self._res.tts.config.max_piece_chars)
+        pieces = split_sentences(
+            say.text, self._res.tts.config.max_piece_chars, first_max_chars=FIRST_PIECE_CHARS
+        )
         rendered: list[bytes] = []
         for i, piece in enumerate(pieces):
             data = await self._in_pool(self._res.inference, functools.partial(stream.piece, piece))
@@ -509,6 +577,7 @@ class CallPipeline:
         stages = {
             "endpointing": turn.endpointing_s,
             "stt": turn.stt_s,
+            "stt_wait": turn.stt_wait_s,
             "nlp": turn.nlp_s,
             "tts_first_chunk": turn.tts_first_s or 0.0,
             "end_to_end": e2e,
@@ -522,7 +591,12 @@ class CallPipeline:
         turn = self._turn
         if turn is None:
             return
-        latencies = {"endpointing": turn.endpointing_s, "stt": turn.stt_s, "nlp": turn.nlp_s}
+        latencies = {
+            "endpointing": turn.endpointing_s,
+            "stt": turn.stt_s,
+            "stt_wait": turn.stt_wait_s,
+            "nlp": turn.nlp_s,
+        }
         if turn.tts_first_s is not None and turn.first_audio_wall is not None:
             latencies["tts_first_chunk"] = turn.tts_first_s
             latencies["end_to_end"] = turn.endpointing_s + (
@@ -542,6 +616,11 @@ class CallPipeline:
         self.turn_records.append(record)
         self._turn = None
         self._spawn(self._send(record))
+
+
+def _consume(future: asyncio.Future[Transcription]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _put(cache: PromptCache, text: str, audio: bytes) -> None:

@@ -47,8 +47,15 @@ class TtsConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Longer sentences are split at commas so the first audio is ready sooner."""
 
 
-def split_sentences(text: str, max_chars: int = 90) -> list[str]:
-    """Sentences of ``text``; sentences longer than ``max_chars`` split at clause breaks."""
+def split_sentences(
+    text: str, max_chars: int = 90, *, first_max_chars: int | None = None
+) -> list[str]:
+    """Sentences of ``text``; sentences longer than ``max_chars`` split at clause breaks.
+
+    With ``first_max_chars``, a first piece longer than that is also split at its
+    first clause break (when one exists), so the first audio of a live reply is
+    ready sooner; a sentence without clause breaks stays whole.
+    """
     pieces: list[str] = []
     for sentence in _SENTENCE_END.split(text.strip()):
         sentence = sentence.strip()
@@ -66,6 +73,10 @@ def split_sentences(text: str, max_chars: int = 90) -> list[str]:
                 current = f"{current} {clause}".strip()
         if current:
             pieces.append(current)
+    if first_max_chars is not None and pieces and len(pieces[0]) > first_max_chars:
+        head, *rest = _CLAUSE_END.split(pieces[0], maxsplit=1)
+        if rest:
+            pieces[0:1] = [head, rest[0]]
     return pieces
 
 
