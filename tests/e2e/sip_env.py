@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from voxgate.server.call_control import CALLS
 from voxgate.server.config import Config
-from voxgate.server.runtime import Listener, Server
+from voxgate.server.runtime import Server
 from voxgate.server.services import Services
-from voxgate.server.sip_gateway import SipListener, start_sip
+from voxgate.server.sip_gateway import SipListener
+from voxgate.server.telephony import sip_listener_hook
 from voxgate.sip.transaction import Transport
 from voxgate.tenants.models import NumberCreate, Quotas, TenantCreate
 
@@ -61,18 +61,9 @@ async def sip_server(
         rtp_ports=_rtp_range(),
         drain_timeout=2.0,
     )
-    holder: list[SipListener] = []
-    server: Server
-
-    async def hook(cfg: Config, services: Services) -> Listener:
-        runner = server._runner
-        assert runner is not None
-        listener = await start_sip(cfg, services, runner.app[CALLS], ring_seconds=ring_seconds)
-        server.drain_hooks.insert(0, listener.drain)
-        holder.append(listener)
-        return listener
-
-    server = Server(config, listeners=[hook])
+    server = Server(config)
+    starter = sip_listener_hook(server, ring_seconds=ring_seconds)
+    server.listener_hooks.append(starter)
     await server.start()
     try:
         services = server.services
@@ -90,6 +81,7 @@ async def sip_server(
         await services.numbers.create(
             created.id, NumberCreate(number=PROMPT_NUMBER, provider="sip", agent_id=prompt.id)
         )
-        yield SipEnv(server, holder[0], created.id, echo.id, prompt.id)
+        assert starter.listener is not None
+        yield SipEnv(server, starter.listener.sip, created.id, echo.id, prompt.id)
     finally:
         await server.stop()

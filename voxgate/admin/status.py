@@ -53,6 +53,20 @@ class CallStatus(msgspec.Struct, kw_only=True):
     started_at: float
 
 
+class TrunkRegistrationStatus(msgspec.Struct, kw_only=True):
+    """One SIP trunk's registration with its carrier, as of now."""
+
+    tenant_id: str
+    trunk_id: str
+    state: str  # registered, registering, failed, ...
+    host: str | None  # the registrar in use
+    expires_in: float | None
+    retry_in: float | None
+    last_error: str | None
+    failures: int
+    registrations: int
+
+
 class SystemStatusView(msgspec.Struct, kw_only=True):
     """Answer to ``GET /system/status``."""
 
@@ -61,6 +75,7 @@ class SystemStatusView(msgspec.Struct, kw_only=True):
     calls: list[CallStatus]
     limits: dict[str, Any]
     draining: bool = False
+    trunk_registrations: list[TrunkRegistrationStatus] = msgspec.field(default_factory=list)
 
 
 TenantsProvider = Callable[[], Awaitable[list[Tenant]]]
@@ -68,6 +83,7 @@ CountersProvider = Callable[[str], LiveCounters]
 WorkersProvider = Callable[[], Awaitable[list[WorkerStatus]]]
 CallsProvider = Callable[[], Awaitable[list[CallStatus]]]
 LimitsProvider = Callable[[], Awaitable[dict[str, Any]]]
+RegistrationsProvider = Callable[[], list[TrunkRegistrationStatus]]
 
 
 def _no_counters(_tenant_id: str) -> LiveCounters:
@@ -83,6 +99,7 @@ class SystemStatus:
         self._workers: WorkersProvider | None = None
         self._calls: CallsProvider | None = None
         self._limits: LimitsProvider | None = None
+        self._registrations: RegistrationsProvider | None = None
         self.draining = False
 
     def register_counters(self, provider: CountersProvider) -> None:
@@ -98,6 +115,10 @@ class SystemStatus:
     def register_limits(self, provider: LimitsProvider) -> None:
         """System-wide limits and admission state (e.g. global call cap, pool size)."""
         self._limits = provider
+
+    def register_trunk_registrations(self, provider: RegistrationsProvider | None) -> None:
+        """Live trunk registrations (None when SIP stops)."""
+        self._registrations = provider
 
     def counters(self, tenant_id: str) -> LiveCounters:
         return self._counters(tenant_id)
@@ -125,4 +146,5 @@ class SystemStatus:
             calls=await self.calls(),
             limits=await self._limits() if self._limits is not None else {},
             draining=self.draining,
+            trunk_registrations=self._registrations() if self._registrations is not None else [],
         )

@@ -10,6 +10,7 @@ import voxgate
 from voxgate.server import (
     routes_calls,
     routes_meta,
+    routes_sip,
     routes_system,
     routes_tenant,
     routes_trunks,
@@ -20,6 +21,7 @@ from voxgate.server.config import Config
 from voxgate.server.metrics import HttpMetrics
 from voxgate.server.middleware import middlewares
 from voxgate.server.openapi import OpenApiDocument
+from voxgate.server.routes_trunks import install_outbound
 from voxgate.server.routing import RouteTable
 from voxgate.server.services import Services
 from voxgate.server.state import (
@@ -44,6 +46,7 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_twilio.register,
     routes_calls.register,
     routes_trunks.register,
+    routes_sip.register,
 )
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -79,6 +82,7 @@ def create_app(
     app.on_shutdown.append(_close_sockets)
     install_calls(app)
     install_flow_agents(app)
+    install_outbound(app)
     return app
 
 

@@ -30,6 +30,7 @@ from voxgate.server.config import (
 )
 from voxgate.server.runtime import ListenError, ReadyInfo, Server, StartedHook
 from voxgate.server.services import Services
+from voxgate.server.telephony import sip_listener_hook
 from voxgate.tenants.crypto import encode_master_key, generate_master_key, save_master_key
 from voxgate.tenants.errors import TenantsError
 from voxgate.tenants.models import ApiKeyCreate, Quotas, TenantCreate
@@ -170,6 +171,7 @@ def announce(ready: ReadyInfo) -> None:
 
 async def serve(config: Config, on_started: Sequence[StartedHook] = ()) -> int:
     server = Server(config, on_started=on_started)
+    server.listener_hooks.append(sip_listener_hook(server))
     try:
         await server.run(announce)
     except ListenError as exc:

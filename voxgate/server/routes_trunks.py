@@ -8,7 +8,9 @@
 
 The orchestrator and the registration driver are optional parts of an app
 (:data:`OUTBOUND`); without them the trunk and policy routes still work and
-``POST …/calls`` answers 503.
+``POST …/calls`` answers 503.  :func:`install_outbound` gives every app an
+orchestrator at start-up (Twilio calls when ``--public-url`` is set); the SIP
+listener adds its trunk dialer and the registration driver when it starts.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+from voxgate.server.call_control import CALLS
 from voxgate.server.errors import ApiError
 from voxgate.server.outbound import Orchestrator, OutboundCall, OutboundError
 from voxgate.server.registrations import RegistrationDriver
 from voxgate.server.routing import Auth, Call, RouteTable
-from voxgate.server.state import SERVICES
+from voxgate.server.state import CONFIG, SERVICES
+from voxgate.server.twilio_rest import TwilioRest
 from voxgate.sip.registration import RegistrationStatus
 from voxgate.tenants.dial_policy import DialPolicies, DialPolicy, DialPolicyView
 from voxgate.tenants.models import E164
@@ -42,6 +46,40 @@ class OutboundParts:
 
 
 OUTBOUND = web.AppKey("voxgate.outbound", OutboundParts)
+
+
+def install_outbound(app: web.Application) -> None:
+    """Give ``app`` outbound parts; the orchestrator is built when the app starts.
+
+    Needs the call runtime (:func:`~voxgate.server.call_control.install_calls`)
+    first.  Parts a test put on the app before start-up are kept.
+    """
+    app[OUTBOUND] = OutboundParts()
+    owned: list[TwilioRest] = []
+
+    async def on_startup(app: web.Application) -> None:
+        parts = app[OUTBOUND]
+        if parts.orchestrator is not None:
+            return
+        runtime = app[CALLS]
+        public_url = app[CONFIG].public_url
+        # The REST client only serves Twilio calls, which need a public URL.
+        twilio = TwilioRest.open() if public_url else None
+        if twilio is not None:
+            owned.append(twilio)
+        parts.orchestrator = Orchestrator(
+            app[SERVICES], runtime.control, runtime.records, twilio=twilio, public_url=public_url
+        )
+
+    async def on_cleanup(app: web.Application) -> None:
+        parts = app[OUTBOUND]
+        if parts.orchestrator is not None:
+            await parts.orchestrator.close()
+        for client in owned:
+            await client.close()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
 
 
 class TrunkView(msgspec.Struct, kw_only=True):

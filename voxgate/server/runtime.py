@@ -144,6 +144,13 @@ class Server:
             raise RuntimeError("server not started")
         return self._services
 
+    @property
+    def app(self) -> web.Application:
+        """The HTTP application; available to listener hooks (HTTP starts first)."""
+        if self._runner is None:
+            raise RuntimeError("server not started")
+        return self._runner.app
+
     async def start(self) -> ReadyInfo:
         """Bring everything up; on any failure, undo what was started and re-raise."""
         config = self.config

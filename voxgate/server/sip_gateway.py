@@ -7,7 +7,12 @@ For each new INVITE it decides, in this order:
 2. the Request-URI user (else the To user) is looked up as a number with or
    without ``+`` (through :class:`~voxgate.server.route_cache.RouteCache`: one
    Redis round trip while nothing changed); unknown, or not a ``sip`` number
-   -> ``404``;
+   -> ``404``.  A carrier delivering a call to a trunk's registration sends
+   it to the Contact we registered, whose user is the trunk id: then the To
+   user is the dialled number, and it must belong to the trunk's tenant.  An
+   INVITE from a source listed in a trunk's ``inbound_sources`` is that
+   tenant's carrier: the number must be the tenant's, and the tenant's ACL
+   does not apply (trunks are read from a snapshot at most ``TRUNKS_TTL`` old);
 3. the tenant is not active -> ``403``;
 4. the tenant's inbound ACL (:mod:`voxgate.tenants.sip_acl`): a source outside
    its networks -> ``403``; with a digest user, no/invalid credentials ->
@@ -23,6 +28,14 @@ registry and runs the agent (``AgentHost``) on a :class:`SipMediaChannel`.
 When the call ends the record gets its end state, frame counts and the RTCP
 statistics (as a ``rtp_stats`` call event), and the admission slot is freed.
 
+The gateway is also the orchestrator's
+:class:`~voxgate.server.outbound.TrunkDialer`: :meth:`SipGateway.dial` sends
+the INVITE through a trunk (its servers in failover order, its transport,
+digest credentials from its secret, From = the caller ID), and on answer runs
+the agent exactly as for an inbound call; :meth:`SipGateway.blind_transfer`
+REFERs a live SIP call (either direction) to a number and hangs up our leg
+once the transfer took.
+
 :func:`start_sip` opens the UDP and TCP listeners and returns a
 :class:`SipListener` the server's listener seam understands.
 """
@@ -31,9 +44,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
+import socket
 import time
 from typing import Any
 
@@ -45,28 +60,103 @@ from voxgate.media.channel import CallAgent
 from voxgate.server.agent_host import FallbackAgent
 from voxgate.server.call_control import Admission, CallRuntime
 from voxgate.server.config import Config
+from voxgate.server.outbound import TrunkDial
 from voxgate.server.route_cache import RouteCache
 from voxgate.server.services import Services
 from voxgate.sip.channel import SipMediaChannel
-from voxgate.sip.digest import DigestServer, DigestVerdict, parse_credentials
-from voxgate.sip.errors import DigestError
+from voxgate.sip.digest import DigestClient, DigestServer, DigestVerdict, parse_credentials
+from voxgate.sip.errors import DigestError, SipUsageError
 from voxgate.sip.ports import PortsExhausted, RtpPortAllocator
 from voxgate.sip.rtp_session import RtpSession, RtpSessionConfig
 from voxgate.sip.rtp_transport import RtpBindError, RtpClock, RtpEndpoint
-from voxgate.sip.sdp import SdpError, SdpSession
-from voxgate.sip.transaction import Transport
+from voxgate.sip.sdp import SdpError, SdpSession, SessionDescription, parse_sdp
+from voxgate.sip.transaction import Address, Transport
 from voxgate.sip.transport import SipTransports
-from voxgate.sip.ua import IncomingInvite, UserAgent
+from voxgate.sip.ua import (
+    CallFailed,
+    IncomingInvite,
+    OutboundInvite,
+    ReferFailed,
+    Session,
+    SessionEnd,
+    UserAgent,
+)
+from voxgate.sip.uri import SipUri
 from voxgate.tenants.calls import CallEventEntry, CallRecord, CallRecordStatus
-from voxgate.tenants.errors import NotFound, StoreUnavailable
+from voxgate.tenants.errors import NotFound, StoreUnavailable, TenantsError
 from voxgate.tenants.models import Agent
 from voxgate.tenants.sip_acl import SECRET_NAME, SipAcl, SipAclStore, source_allowed
+from voxgate.tenants.trunks import Trunk, TrunkStore
 
-__all__ = ["SipGateway", "SipListener", "start_sip"]
+__all__ = ["SipGateway", "SipListener", "TransferUnavailable", "dial_user", "start_sip"]
 
 log = logging.getLogger("voxgate.sip")
 
 AGENT_STOP_TIMEOUT = 5.0
+# How long an outbound call may ring before we CANCEL it.
+RING_TIMEOUT = 60.0
+# How long a transferred call waits for the far end's NOTIFY with the outcome.
+TRANSFER_OUTCOME_TIMEOUT = 30.0
+# Trunk list snapshot age for inbound routing (trunks change rarely; INVITEs often).
+TRUNKS_TTL = 5.0
+# Final answers after which the next server of a trunk is worth a try.
+_FAILOVER_STATUSES = frozenset({408, 480, 500, 502, 503, 504})
+_TRUNK_ID_PREFIX = "trk_"
+
+
+class TransferUnavailable(Exception):
+    """The call cannot be transferred (not a live SIP call of this process)."""
+
+
+class _Relay:
+    """Session listener of an outbound INVITE until its media channel exists.
+
+    The user agent needs a listener when the INVITE goes out, but the RTP
+    session can only be built from the answer; this forwards to the channel
+    once it is attached and remembers an end that came before.
+    """
+
+    def __init__(self) -> None:
+        self.channel: SipMediaChannel | None = None
+        self.ended: SessionEnd | None = None
+
+    def attach(self, channel: SipMediaChannel, session: Session) -> None:
+        self.channel = channel
+        if self.ended is not None:
+            channel.session_ended(session, self.ended)
+
+    def session_confirmed(self, session: Session) -> None:
+        if self.channel is not None:
+            self.channel.session_confirmed(session)
+
+    def session_reoffer(self, session: Session, offer: SessionDescription) -> bytes:
+        if self.channel is None:
+            raise SdpError("media not ready")
+        return self.channel.session_reoffer(session, offer)
+
+    def session_dtmf(self, session: Session, digit: str, duration: float) -> None:
+        if self.channel is not None:
+            self.channel.session_dtmf(session, digit, duration)
+
+    def session_ended(self, session: Session, reason: SessionEnd) -> None:
+        if self.channel is not None:
+            self.channel.session_ended(session, reason)
+        else:
+            self.ended = reason
+
+
+def dial_user(trunk: Trunk, number: str) -> str:
+    """The Request-URI user for ``number`` (+E.164) on ``trunk``.
+
+    voip.ms routes North American numbers as ``1NPANXXXXXX`` and others with
+    the ``011`` international prefix; other carriers get the E.164 form.
+    """
+    if trunk.preset != "voipms":
+        return number
+    digits = number.removeprefix("+")
+    return digits if number.startswith("+1") else "011" + digits
+
+
 _RETRY_AFTER = {
     Admission.BUSY_CPS: "1",
     Admission.BUSY_CONCURRENCY: "10",
@@ -104,6 +194,10 @@ class SipGateway:
         self._calls: dict[str, asyncio.Task[None]] = {}
         self.draining = False
         self.rejected: dict[int, int] = {}
+        self.trunks = TrunkStore(services.store, services.secrets)
+        self._trunk_snapshot: tuple[float, list[tuple[str, Trunk]]] | None = None
+        # Set once the user agent exists (start_sip); dial() needs it.
+        self.ua: UserAgent | None = None
 
     # ------------------------------------------------------------------ decisions
 
@@ -128,8 +222,8 @@ class SipGateway:
                 invite, 503, "Draining", [("Retry-After", _RETRY_AFTER[Admission.DRAINING])]
             )
             return
-        number = invite.called_user
         try:
+            number, via_trunk, trusted = await self._called_number(invite)
             route = await self.routes.lookup(number) if number else None
         except (NotFound, StoreUnavailable):
             self._reject(invite, 503, headers=[("Retry-After", "5")])
@@ -139,11 +233,15 @@ class SipGateway:
             return
         tenant, mapping = route.tenant, route.number
         tenant_id = tenant.id
+        if via_trunk is not None and via_trunk != tenant_id:
+            # A trunk only delivers its own tenant's numbers.
+            self._reject(invite, 404)
+            return
         try:
             if tenant.status != "active":
                 self._reject(invite, 403, "Tenant Suspended")
                 return
-            if not await self._acl_allows(invite, tenant_id, route.acl):
+            if not trusted and not await self._acl_allows(invite, tenant_id, route.acl):
                 return
         except (NotFound, StoreUnavailable):
             self._reject(invite, 503, headers=[("Retry-After", "5")])
@@ -166,6 +264,45 @@ class SipGateway:
             self._routed_agents.pop(call_id, None)
             if not invite.answered or invite.is_cancelled:
                 self.runtime.control.release(call_id)
+
+    async def _trunk_list(self) -> list[tuple[str, Trunk]]:
+        now = time.monotonic()
+        snapshot = self._trunk_snapshot
+        if snapshot is None or snapshot[0] <= now:
+            try:
+                trunks = [(t, k) for t, k in await self.trunks.all() if k.enabled]
+            except TenantsError as exc:
+                raise StoreUnavailable(str(exc)) from None
+            snapshot = (now + TRUNKS_TTL, trunks)
+            self._trunk_snapshot = snapshot
+        return snapshot[1]
+
+    async def _called_number(self, invite: IncomingInvite) -> tuple[str | None, str | None, bool]:
+        """``(number, tenant the call must belong to, source trusted)`` of an INVITE."""
+        user = invite.called_user
+        trunks = await self._trunk_list()
+        if not trunks:
+            return user, None, False
+        restricted: str | None = None
+        number = user
+        if user is not None and user.startswith(_TRUNK_ID_PREFIX):
+            for tenant_id, trunk in trunks:
+                if trunk.id == user:
+                    to = invite.request.to_addr.uri
+                    number = to.user if isinstance(to, SipUri) else None
+                    restricted = tenant_id
+                    break
+        try:
+            ip = ipaddress.ip_address(invite.source[0])
+        except ValueError:
+            return number, restricted, False
+        for tenant_id, trunk in trunks:
+            if restricted is not None and restricted != tenant_id:
+                continue
+            for network in trunk.inbound_sources:
+                if ip in ipaddress.ip_network(network, strict=False):
+                    return number, tenant_id, True
+        return number, restricted, False
 
     async def _acl_allows(self, invite: IncomingInvite, tenant_id: str, acl: SipAcl) -> bool:
         if not acl.restricts:
@@ -264,11 +401,18 @@ class SipGateway:
         self._calls[call_id] = task
         task.add_done_callback(lambda _t: self._calls.pop(call_id, None))
 
-    async def _run_call(self, call: MediaCall, channel: SipMediaChannel, agent: CallAgent) -> None:
+    async def _run_call(
+        self,
+        call: MediaCall,
+        channel: SipMediaChannel,
+        agent: CallAgent,
+        *,
+        outbound: bool = False,
+    ) -> None:
         loop = asyncio.get_running_loop()
         session = channel.session
         assert session is not None  # set by start()
-        await self._record_start(call)
+        await self._record_start(call, outbound=outbound)
         agent_task = loop.create_task(agent.run(channel), name=f"agent-{call.call_id}")
         ended_task = loop.create_task(session.ended.wait())
         try:
@@ -293,7 +437,16 @@ class SipGateway:
                 channel.abort(EndReason.ERROR)
             await self._finish(call, channel)
 
-    async def _record_start(self, call: MediaCall) -> None:
+    async def _record_start(self, call: MediaCall, *, outbound: bool = False) -> None:
+        if outbound:
+            # The orchestrator wrote the record when it placed the call.
+            try:
+                await self.runtime.records.update(
+                    call.tenant_id, call.call_id, status="in_progress", started_at=call.answered_at
+                )
+            except (NotFound, StoreUnavailable) as exc:
+                log.warning("call %s: answer not recorded: %s", call.call_id, exc)
+            return
         record = CallRecord(
             id=call.call_id,
             tenant_id=call.tenant_id,
@@ -333,6 +486,146 @@ class SipGateway:
                 log.warning("call %s: end record not written: %s", call.call_id, exc)
         finally:
             self.runtime.control.release(call.call_id)
+
+    # ------------------------------------------------------------------ outbound
+
+    async def dial(self, request: TrunkDial) -> None:
+        """Place a trunk call and run it to its end (``TrunkDialer``).
+
+        Raises :class:`~voxgate.sip.ua.CallFailed` when no server of the trunk
+        answered the call (the last failure), before any media ran.
+        """
+        if self.is_draining:
+            raise CallFailed(503, "Draining")
+        if self.ua is None:
+            raise CallFailed(503, "SIP Not Started")
+        try:
+            endpoint = await RtpEndpoint.open(self.rtp_ports, self.media_host)
+        except (PortsExhausted, RtpBindError):
+            raise CallFailed(503, "No Media Ports") from None
+        relay = _Relay()
+        sdp = SdpSession(self.media_host, endpoint.port)
+        try:
+            session = await self._invite_trunk(request, sdp.create_offer().to_bytes(), relay)
+            try:
+                params = sdp.process_answer(parse_sdp(session.remote_sdp))
+            except SdpError as exc:
+                await session.hangup()
+                raise CallFailed(488, f"Unusable SDP Answer: {exc}") from None
+        except BaseException:
+            endpoint.close()
+            raise
+        wall = time.time()
+        call = MediaCall(
+            request.call_id,
+            tenant_id=request.tenant_id,
+            agent_id=request.agent_id,
+            provider="sip",
+            from_number=(request.from_ or "")[:64],
+            to_number=request.to[:64],
+            now=wall,
+        )
+        rtp = RtpSession(params, now=time.monotonic(), config=self.rtp_config)
+        channel = SipMediaChannel(call, self.runtime.clock, self.rtp_clock, endpoint, rtp, sdp)
+        call.answer(time.time())
+        channel.start(session)
+        relay.attach(channel, session)
+        self.runtime.control.attach(call, channel)
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls[call.call_id] = task
+        try:
+            agent = await self._agent_for(request.tenant_id, request.agent_id, call)
+            await self._run_call(call, channel, agent, outbound=True)
+        finally:
+            self._calls.pop(call.call_id, None)
+
+    async def _trunk_servers(self, trunk: Trunk, transport: Transport) -> list[tuple[str, Address]]:
+        """``(host as configured, resolved address)`` per server, in failover order."""
+        loop = asyncio.get_running_loop()
+        kind = socket.SOCK_STREAM if transport is Transport.TCP else socket.SOCK_DGRAM
+        found: list[tuple[str, Address]] = []
+        for host, port in trunk.host_ports():
+            try:
+                infos = await loop.getaddrinfo(host, port, type=kind)
+            except OSError as exc:
+                log.info("trunk %s: cannot resolve %s: %s", trunk.id, host, exc)
+                continue
+            if infos:
+                found.append((host, (str(infos[0][4][0]), port)))
+        return found
+
+    async def _invite_trunk(self, request: TrunkDial, offer: bytes, relay: _Relay) -> Session:
+        ua = self.ua
+        assert ua is not None  # checked by dial()
+        trunk = request.trunk
+        transport = Transport.TCP if trunk.transport == "tcp" else Transport.UDP
+        creds = request.credentials
+        caller = request.from_
+        if caller is not None and trunk.preset == "voipms":
+            caller = caller.removeprefix("+")
+        from_user = caller or (creds.username if creds is not None else "voxgate")
+        failure = CallFailed(503, "No Trunk Server")
+        for host, address in await self._trunk_servers(trunk, transport):
+            port = address[1]
+            target = SipUri(
+                host=f"[{host}]" if ":" in host else host,
+                port=None if port == 5060 else port,
+                user=dial_user(trunk, request.to),
+                params={"transport": "tcp"} if transport is Transport.TCP else {},
+            )
+            pending: list[OutboundInvite] = []
+            try:
+                return await ua.invite(
+                    target,
+                    address,
+                    sdp=offer,
+                    listener=relay,
+                    transport=transport,
+                    from_user=from_user,
+                    credentials=DigestClient(creds.username, creds.password) if creds else None,
+                    answer_timeout=RING_TIMEOUT,
+                    on_progress=pending.append,
+                )
+            except asyncio.CancelledError:
+                for outbound in pending:
+                    outbound.cancel()  # the call was withdrawn while ringing
+                raise
+            except CallFailed as exc:
+                failure = exc
+                if exc.status not in _FAILOVER_STATUSES:
+                    raise
+                log.info("trunk %s: %s answered %s; next server", trunk.id, host, exc)
+            except (OSError, SipUsageError) as exc:
+                failure = CallFailed(503, f"Transport Error: {exc}")
+        raise failure
+
+    async def blind_transfer(self, call_id: str, target: str) -> None:
+        """REFER the live call ``call_id`` to ``target``; hang up our leg once it took.
+
+        Raises :class:`TransferUnavailable` or :class:`~voxgate.sip.ua.ReferFailed`
+        (the call then goes on, so the flow can take its fallback).
+        """
+        live = self.runtime.control.get(call_id)
+        channel = live.channel if live is not None else None
+        if not isinstance(channel, SipMediaChannel) or channel.session is None:
+            raise TransferUnavailable("not a live SIP call of this server")
+        session = channel.session
+        if session.is_ended or channel.closed:
+            raise TransferUnavailable("the call has ended")
+        peer = session.dialog.remote_target
+        if not isinstance(peer, SipUri):
+            raise TransferUnavailable("the peer has no SIP address")
+        refer_to = SipUri(host=peer.host, port=peer.port, user=target)
+        channel.call.record(time.time(), "transfer_requested", target)
+        try:
+            await session.refer(refer_to, outcome_timeout=TRANSFER_OUTCOME_TIMEOUT)
+        except ReferFailed as exc:
+            channel.call.record(time.time(), "transfer_failed", str(exc))
+            raise
+        channel.call.record(time.time(), "transferred", target)
+        if not channel.closed:
+            await channel.hangup(EndReason.TRANSFER)
 
     @property
     def live_calls(self) -> int:
@@ -437,5 +730,6 @@ async def start_sip(
         ring_seconds=_ring_seconds() if ring_seconds is None else ring_seconds,
     )
     ua = UserAgent(transports, gateway, advertised_host=config.host)
+    gateway.ua = ua
     task = asyncio.get_running_loop().create_task(rtp_clock.run(), name="voxgate-rtp-clock")
     return SipListener(transports, ua, gateway, task, config.host)
