@@ -216,3 +216,47 @@ async def test_clock_run_paces_in_real_time() -> None:
     # 10 frames at 20 ms: sent over ~180-200 ms, never dumped at once.
     assert 0.17 <= elapsed < 0.5
     assert clock.pacer is not None and clock.pacer.stats.resyncs == 0
+
+
+class NoWaitChannel(LocalPlayoutChannel):
+    """Writes that never wait: the clock must use the synchronous path only."""
+
+    writes_without_waiting = True
+
+    async def _write_frame(self, ulaw: bytes) -> None:
+        raise AssertionError("the clock awaited a coroutine write")
+
+    async def _write_mark(self, name: str) -> None:
+        raise AssertionError("the clock awaited a coroutine mark")
+
+    def _write_frame_now(self, ulaw: bytes) -> None:
+        self.wire.append(("media", ulaw))
+
+    def _write_mark_now(self, name: str) -> None:
+        self.wire.append(("mark", name))
+
+
+async def test_clock_uses_synchronous_writes_when_they_never_wait() -> None:
+    clock = FrameClock()
+    ch = NoWaitChannel(clock)
+    await ch.send(frames(2, 7))
+    ch.mark("end")
+    await clock.tick()
+    assert ch.wire == [("media", frames(1, 7))] and clock.active_channels == 1
+    await clock.tick(frames_due=2)
+    assert ch.wire[1:] == [("media", frames(1, 7)), ("mark", "end")]
+    assert await drain(ch) == [MarkReached("end", played=True)]
+    assert clock.active_channels == 0 and ch.frames_out == 2
+
+
+async def test_synchronous_write_error_closes_only_that_channel() -> None:
+    class Broken(NoWaitChannel):
+        def _write_frame_now(self, ulaw: bytes) -> None:
+            raise OSError("socket gone")
+
+    clock = FrameClock()
+    bad, good = Broken(clock), NoWaitChannel(clock)
+    await bad.send(frames(1))
+    await good.send(frames(1))
+    await clock.tick()
+    assert bad.closed and not good.closed and good.wire == [("media", frames(1))]

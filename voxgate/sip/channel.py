@@ -55,6 +55,7 @@ class SipMediaChannel(PacedChannel):
     """One SIP call's audio as a ``MediaChannel`` (see the module docstring)."""
 
     confirms_marks_on_write = True
+    writes_without_waiting = True  # a UDP sendto never waits
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class SipMediaChannel(PacedChannel):
     def start(self, session: Session) -> None:
         """Bind to the answered SIP session and start pulling inbound audio."""
         self.session = session
+        self._rtp_clock.keep_apart_from(self._clock)
         self._rtp_clock.add(self)
 
     # -- RTP side ------------------------------------------------------------
@@ -134,12 +136,18 @@ class SipMediaChannel(PacedChannel):
 
     # -- PacedChannel hooks -------------------------------------------------
     async def _write_frame(self, ulaw: bytes) -> None:
+        self._write_frame_now(ulaw)
+
+    def _write_frame_now(self, ulaw: bytes) -> None:
         datagram = self.rtp.send_audio(ulaw, time.monotonic())
         if datagram is not None:
             self.endpoint.send(datagram)
 
     async def _write_mark(self, name: str) -> None:
         return None  # RTP has no marks: reached when written
+
+    def _write_mark_now(self, name: str) -> None:
+        return None
 
     async def _write_clear(self) -> None:
         return None  # nothing is buffered beyond our own queue

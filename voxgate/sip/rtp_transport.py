@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, cast
 
+from voxgate.media.channel import FrameClock
 from voxgate.media.pacer import Pacer
 from voxgate.sip.ports import RtpPortAllocator
 from voxgate.sip.rtp_session import Datagram, RtpEvent, RtpSession
@@ -147,6 +148,20 @@ class Tickable(Protocol):
     def tick(self, now: float) -> None: ...
 
 
+def _rephase(pacer: Pacer, other: Pacer, now: float) -> None:
+    """Move ``pacer``'s grid half an interval after ``other``'s (if it drifted)."""
+    interval = pacer.interval
+    target = other.next_deadline() + interval / 2
+    offset = (pacer.next_deadline() - target) % interval
+    if min(offset, interval - offset) <= interval / 10:
+        return
+    while target < now:
+        target += interval
+    while target - interval > now:
+        target -= interval
+    pacer.restart(target)
+
+
 class RtpClock:
     """One 20 ms tick for the inbound side of every RTP call in the process."""
 
@@ -155,8 +170,18 @@ class RtpClock:
         self._resync_after = resync_after
         self._members: dict[Tickable, None] = {}
         self._wake: asyncio.Event | None = None
+        self._apart_from: FrameClock | None = None
         self.pacer: Pacer | None = None
         self.ticks = 0
+
+    def keep_apart_from(self, clock: FrameClock) -> None:
+        """Tick half an interval away from ``clock``'s ticks.
+
+        Both clocks visit every live call every 20 ms; in phase, the
+        outbound tick would start only after the inbound one has run (and
+        the other way round), which a caller hears as pacing lateness.
+        """
+        self._apart_from = clock
 
     def add(self, member: Tickable) -> None:
         """Visit ``member`` from the next tick on."""
@@ -192,6 +217,9 @@ class RtpClock:
                 self._wake.clear()
                 await self._wake.wait()
                 pacer.restart(time.monotonic())
+            other = self._apart_from.pacer if self._apart_from is not None else None
+            if other is not None:
+                _rephase(pacer, other, time.monotonic())
             delay = pacer.next_deadline() - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
