@@ -15,6 +15,7 @@ from typing import Any
 
 from tests.conftest import ApiServer
 from tests.server.test_api import FLOW
+from voxgate.tenants.calls import CallRecord, CallRecords
 
 
 @dataclass
@@ -77,15 +78,32 @@ async def populate_b(api: ApiServer) -> TenantB:
     extra_key = await (
         await api.client.post(f"{base}/keys", json={"label": "bravo-label-r5t"}, headers=headers)
     ).json()
+    # A real call of B's, so the {call_id} routes are walked with an id that exists.
+    call_id = "CA" + "b7" * 16
+    await CallRecords(api.services.store).create(
+        CallRecord(
+            id=call_id,
+            tenant_id=tenant_id,
+            agent_id=echo["id"],
+            provider="twilio",
+            from_number="+19995550777",
+            to_number="+19995550123",
+            status="completed",
+            created_at=1_700_000_000.0,
+        )
+    )
     values = {
         "tenant_id": tenant_id,
         "agent_id": agent["id"],
         "number_id": number["id"],
         "key_id": extra_key["id"],
+        "call_id": call_id,
         "name": secret,
         "provider": "twilio",
     }
     markers = {
+        call_id,
+        "19995550777",
         tenant_id,
         agent["id"],
         echo["id"],

@@ -4,11 +4,19 @@
 ``AccountSid`` against the tenant's ``twilio`` secret and the
 ``X-Twilio-Signature`` against the URL Twilio used (built from
 ``--public-url``, with and without port), applies admission control, and
-answers TwiML: ``<Connect><Stream>`` carrying a one-time call token, then the
-fallback Twilio runs when the stream ends early (apology, or a ``<Dial>`` to
-the tenant's ``fallback_number`` in its ``twilio`` secret). Twilio may retry a
-webhook: the answer is stored per ``CallSid`` and replayed, so a retry never
-admits a second call or mints a second token.
+answers TwiML: ``<Connect action=…><Stream>`` carrying a one-time call token.
+Twilio may retry a webhook: the answer is stored per ``CallSid`` and
+replayed, so a retry never admits a second call or mints a second token.
+
+``POST /twilio/connect-action`` is where Twilio goes when the stream ends.
+A call the agent or caller ended normally gets ``<Hangup/>``; a stream that
+failed (socket lost, worker lost, error, never connected) gets the fallback
+(apology, or a ``<Dial>`` to the tenant's ``fallback_number`` in its
+``twilio`` secret). Without ``action`` Twilio would run the verbs after
+``<Connect>`` on every ending, so a caller whose agent said goodbye would
+hear the apology. The fallback is still written after ``<Connect>``: Twilio
+never reaches it while ``action`` is set, but it documents the answer and
+serves a TwiML consumer that ignores ``action``.
 
 ``WS /twilio/media`` waits for ``start``, redeems the token (unknown, expired
 or reused → close 1008), and runs the agent on a ``TwilioMediaChannel``
@@ -51,10 +59,12 @@ from voxgate.tenants.errors import NotFound, StoreUnavailable
 from voxgate.tenants.store import to_bytes
 
 __all__ = [
+    "CONNECT_ACTION_PATH",
     "MEDIA_PATH",
     "STATUS_PATH",
     "WEBHOOK_PATH",
     "StreamGrant",
+    "TwilioConnectAction",
     "TwilioStatusCallback",
     "TwilioVoiceWebhook",
     "register",
@@ -65,6 +75,7 @@ log = logging.getLogger("voxgate.twilio")
 WEBHOOK_PATH = "/twilio/webhook"
 STATUS_PATH = "/twilio/status"
 MEDIA_PATH = "/twilio/media"
+CONNECT_ACTION_PATH = "/twilio/connect-action"
 
 TOKEN_TTL = 60  # seconds a call token stays redeemable
 TWIML_TTL = 600  # seconds a webhook answer is replayed to retries
@@ -99,6 +110,16 @@ class TwilioStatusCallback(msgspec.Struct, kw_only=True, rename={"from_": "From"
     from_: str = ""
     CallStatus: str = ""
     CallDuration: str = ""
+
+
+class TwilioConnectAction(msgspec.Struct, kw_only=True, rename={"from_": "From"}):
+    """The ``<Connect action>`` request's form fields voxgate uses."""
+
+    AccountSid: str = ""
+    CallSid: str = ""
+    To: str = ""
+    from_: str = ""
+    CallStatus: str = ""
 
 
 class StreamGrant(msgspec.Struct, kw_only=True):
@@ -148,6 +169,13 @@ def fallback_twiml(fallback_number: str | None) -> str:
     if fallback_number:
         return f"<Dial>{escape(fallback_number)}</Dial>"
     return _say_hangup(APOLOGY)
+
+
+# Endings after which the caller is done: anything else means the stream
+# failed and the caller should hear the fallback instead of dead air.
+_NORMAL_ENDINGS = frozenset(
+    {EndReason.CALLER_HANGUP.value, EndReason.AGENT_HANGUP.value, EndReason.TRANSFER.value}
+)
 
 
 def public_base(config: Config, request: web.Request) -> str:
@@ -271,8 +299,10 @@ async def _answer_webhook(call: Call[TwilioVoiceWebhook]) -> web.Response:
         )
         if admission is Admission.ADMITTED:
             token = secrets.token_urlsafe(24)
+            action = public_base(config, call.request) + CONNECT_ACTION_PATH
             answer = (
-                f"<Connect><Stream url={quoteattr(stream_url(config, call.request))}>"
+                f"<Connect action={quoteattr(action)}>"
+                f"<Stream url={quoteattr(stream_url(config, call.request))}>"
                 f'<Parameter name="token" value={quoteattr(token)}/>'
                 "</Stream></Connect>" + fallback
             )
@@ -333,6 +363,44 @@ async def _status_callback(call: Call[TwilioStatusCallback]) -> None:
     await runtime.records.append_event(
         tenancy.tenant_id, body.CallSid, "provider_status", body.CallStatus[:32]
     )
+
+
+async def _ending_of(runtime: CallRuntime, tenant_id: str, call_sid: str) -> str | None:
+    """How the call's stream ended (an ``EndReason`` value), None if unknown."""
+    live = runtime.control.get(call_sid)
+    if live is not None and live.tenant_id == tenant_id and live.call is not None:
+        # The media side may still be writing the record; its live call knows.
+        reason = live.call.end_reason
+        return None if reason is None else reason.value
+    try:
+        record = await runtime.records.get(tenant_id, call_sid)
+    except (NotFound, StoreUnavailable):
+        return None
+    return record.end_reason
+
+
+async def _connect_action(call: Call[TwilioConnectAction]) -> web.Response:
+    body = call.body
+    tenancy = await _verify(call, body.AccountSid, body.To)
+    if tenancy is None:
+        return _twiml(_say_hangup(UNKNOWN_NUMBER))
+    if not _CALL_ID.match(body.CallSid):
+        raise ApiError(400, "bad_request", "missing or malformed CallSid")
+    runtime = _runtime(call)
+    ending = await _ending_of(runtime, tenancy.tenant_id, body.CallSid)
+    normal = ending in _NORMAL_ENDINGS
+    outcome = "hangup" if normal else "fallback"
+    detail = f"{outcome} ({ending or 'stream failed'})"
+    try:
+        await runtime.records.append_event(
+            tenancy.tenant_id, body.CallSid, "connect_action", detail
+        )
+    except (NotFound, StoreUnavailable):
+        log.warning("call %s: connect action %s not recorded", body.CallSid, detail)
+    log.info("call %s: connect action answered %s", body.CallSid, detail)
+    if normal:
+        return _twiml("<Hangup/>")
+    return _twiml(fallback_twiml(tenancy.fallback_number))
 
 
 async def _redeem(services: Services, token: str) -> StreamGrant | None:
@@ -628,6 +696,15 @@ def register(table: RouteTable) -> None:
     )  # fmt: skip
     async def twilio_status(call: Call[TwilioStatusCallback]) -> None:
         await _status_callback(call)
+
+    @table.route(
+        "POST", CONNECT_ACTION_PATH, auth=Auth.PUBLIC, body=TwilioConnectAction,
+        body_kind=BodyKind.FORM, response_media="text/xml", tags=tags, errors=(400, 403),
+        summary="Twilio <Connect action> (signed): <Hangup/> after a normal ending, "
+        "else the fallback TwiML",
+    )  # fmt: skip
+    async def twilio_connect_action(call: Call[TwilioConnectAction]) -> web.StreamResponse:
+        return await _connect_action(call)
 
     @table.route(
         "GET", MEDIA_PATH, auth=Auth.PUBLIC, websocket=True, tags=tags,
