@@ -10,6 +10,7 @@ import voxgate
 from voxgate.server import (
     routes_calls,
     routes_meta,
+    routes_preview,
     routes_sip,
     routes_system,
     routes_tenant,
@@ -47,6 +48,7 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_calls.register,
     routes_trunks.register,
     routes_sip.register,
+    routes_preview.register,
 )
 
 DEFAULT_MAX_BODY = 1024 * 1024
