@@ -56,7 +56,7 @@ async def test_preview_runs_the_flow(api: ApiServer) -> None:
 
 
 async def test_preview_is_tenant_scoped_and_listed_in_openapi(api: ApiServer) -> None:
-    tenant_id, headers, agent_id = await _create(api)
+    tenant_id, _headers, agent_id = await _create(api)
     other_id, other_key = await new_tenant(api, name="other")
     response = await api.client.get(
         f"/tenants/{tenant_id}/api/agents/{agent_id}/preview",
