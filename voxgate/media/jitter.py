@@ -326,13 +326,21 @@ class JitterBuffer:
             self._playout_ts = self._packets[head_seq].ext_ts
             self._last_played_seq = head_seq - 1
 
-        # Discard anything whose slot has fully passed.
-        stale = [
-            s for s, e in self._packets.items() if e.ext_ts + self.frame_samples <= self._playout_ts
-        ]
-        for s in stale:
-            del self._packets[s]
-            self._stats.late_packets += 1
+        # Discard anything whose slot has fully passed.  A plain loop, not a
+        # comprehension: this runs for every call every 20 ms and usually
+        # finds nothing, so the comprehension's setup would be the whole cost.
+        packets = self._packets
+        horizon = self._playout_ts - self.frame_samples
+        stale: list[int] | None = None
+        for s, e in packets.items():
+            if e.ext_ts <= horizon:
+                if stale is None:
+                    stale = []
+                stale.append(s)
+        if stale is not None:
+            for s in stale:
+                del packets[s]
+            self._stats.late_packets += len(stale)
 
         entry, seq = self._head()
         if entry is not None and self._should_shrink():

@@ -50,7 +50,11 @@ class _RtpSocket(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._endpoint._received(data, (str(addr[0]), int(cast(int, addr[1]))), self._rtcp)
+        # An AF_INET/AF_INET6 socket always reports (host str, port int, ...):
+        # no per-packet conversion, only the IPv6 tail is cut off.
+        self._endpoint._received(
+            data, cast(Address, addr if len(addr) == 2 else addr[:2]), self._rtcp
+        )
 
     def error_received(self, exc: Exception) -> None:
         # ICMP unreachable while the remote is not listening yet: not fatal.
