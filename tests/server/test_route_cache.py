@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -105,3 +106,9 @@ async def test_bounded_and_invalidate(env: Env) -> None:
     assert len(cache) == 1
     cache.invalidate(env.tenant_id)
     assert len(cache) == 0
+
+
+async def test_concurrent_misses_share_one_fetch(env: Env) -> None:
+    routes = await asyncio.gather(*(env.cache.lookup(NUMBER) for _ in range(20)))
+    assert all(r is routes[0] for r in routes) and routes[0] is not None
+    assert len(env.cache._inflight) == 0

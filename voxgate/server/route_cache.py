@@ -19,18 +19,20 @@ that the number still belongs to the same tenant afterwards, so a write
 racing the fetch leaves a stale id in the cache (refetched next time), never
 stale data under a current id.
 
-Bounds: entries older than ``max_age`` seconds are refetched regardless (a
-backstop for writes made around the services, e.g. by hand in Redis), at
-most ``max_entries`` numbers are kept (oldest dropped first), unknown
-numbers are never cached (a 404 flood cannot fill it).  While Redis does not
-answer, a route younger than ``max_age`` is still served (``stale_served``
-counts it): taking calls for an active tenant beats refusing them all
-during a store hiccup, and nothing can change the route while Redis is
-unreachable.  Secrets (the ACL's digest password) are not cached.
+Concurrent misses for one number share one fetch. Bounds: entries older than
+``max_age`` seconds are refetched regardless (a backstop for writes made
+around the services, e.g. by hand in Redis), at most ``max_entries`` numbers
+are kept (oldest dropped first), unknown numbers are never cached (a 404
+flood cannot fill it). While Redis does not answer, a route younger than
+``max_age`` is still served (``stale_served`` counts it): taking calls for
+an active tenant beats refusing them all during a store hiccup, and nothing
+can change the route while Redis is unreachable. Secrets (the ACL's digest
+password) are not cached.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -82,6 +84,7 @@ class RouteCache:
         self._max_entries = max(1, max_entries)
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Task[Route | None]] = {}
         self.hits = 0
         self.misses = 0
         self.stale_served = 0
@@ -126,7 +129,16 @@ class RouteCache:
                     return entry.route
                 del self._entries[e164]
         self.misses += 1
-        return await self._fetch(e164, now)
+        # One fetch per number at a time: at a few hundred INVITEs a second
+        # an expired entry would otherwise send every caller of that moment
+        # to Redis with five reads each.
+        pending = self._inflight.get(e164)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        task = asyncio.get_running_loop().create_task(self._fetch(e164, now))
+        self._inflight[e164] = task
+        task.add_done_callback(lambda _t: self._inflight.pop(e164, None))
+        return await asyncio.shield(task)
 
     async def _fetch(self, e164: str, now: float) -> Route | None:
         services = self._services
