@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from tests.e2e.sip_env import ECHO_NUMBER, PROMPT_NUMBER, SipEnv, sip_server
+from voxgate.server.sip_gateway import dial_user
 from voxgate.sip.digest import DigestClient
 from voxgate.sip.rtp import RtpPacket
 from voxgate.sip.sdp import Direction, SdpSession, SessionDescription, parse_sdp
@@ -17,8 +19,9 @@ from voxgate.sip.transport import SipTransports
 from voxgate.sip.ua import CallFailed, IncomingInvite, Session, SessionEnd, UserAgent
 from voxgate.sip.uri import SipUri
 from voxgate.tenants.calls import CallRecords
-from voxgate.tenants.models import Quotas
+from voxgate.tenants.models import Quotas, TenantCreate
 from voxgate.tenants.sip_acl import SECRET_NAME, SipAclStore, SipAclUpdate
+from voxgate.tenants.trunks import Trunk, TrunkCreate, TrunkStore, TrunkUpdate
 
 
 class Listener:
@@ -79,6 +82,7 @@ async def _call(
     sdp: bytes | None = None,
     credentials: DigestClient | None = None,
     transport: Transport = Transport.UDP,
+    request_user: str | None = None,
 ) -> tuple[Session, Listener]:
     listener = Listener()
     body = sdp if sdp is not None else SdpSession("127.0.0.1", port).create_offer().to_bytes()
@@ -86,8 +90,9 @@ async def _call(
     assert address is not None
     async with asyncio.timeout(10):
         session = await caller.invite(
-            SipUri(host="127.0.0.1", port=address[1], user=number),
+            SipUri(host="127.0.0.1", port=address[1], user=request_user or number),
             address,
+            to_uri=SipUri(host="127.0.0.1", port=address[1], user=number),
             sdp=body,
             listener=listener,
             transport=transport,
@@ -172,6 +177,48 @@ async def test_acl_cidrs_and_digest(env: SipEnv, caller: UserAgent) -> None:
     session, _ = await _call(env, caller, credentials=DigestClient("trunk", "s3cret-pass"))
     async with asyncio.timeout(5):
         await session.hangup()
+
+
+async def test_calls_through_a_trunk(env: SipEnv, caller: UserAgent) -> None:
+    trunks = TrunkStore(env.services.store, env.services.secrets)
+    ours = await trunks.create(
+        env.tenant_id,
+        TrunkCreate(name="carrier", hosts=["127.0.0.1"], username="100000", register=False),
+    )
+    other = await env.services.registry.create(TenantCreate(name="other"), "test")
+    theirs = await trunks.create(
+        other.id, TrunkCreate(name="theirs", hosts=["127.0.0.1"], username="200000", register=False)
+    )
+    env.sip.gateway._trunk_snapshot = None  # see the new trunks now
+    # Delivered to our registration's Contact (user = trunk id): To is the number.
+    session, _ = await _call(env, caller, ECHO_NUMBER, request_user=ours.id)
+    async with asyncio.timeout(5):
+        await session.hangup()
+    # Another tenant's trunk never reaches this tenant's numbers.
+    assert await _status(env, caller, ECHO_NUMBER, request_user=theirs.id) == 404
+    # An ACL keeps strangers out, but the tenant's carrier (by source) gets in.
+    await SipAclStore(env.services.store).put(env.tenant_id, SipAclUpdate(cidrs=["10.0.0.0/8"]))
+    assert await _status(env, caller) == 403
+    await trunks.update(env.tenant_id, ours.id, TrunkUpdate(inbound_sources=["127.0.0.0/8"]))
+    env.sip.gateway._trunk_snapshot = None
+    session, _ = await _call(env, caller)
+    async with asyncio.timeout(5):
+        await session.hangup()
+
+
+def test_dial_user_per_preset() -> None:
+    generic = msgspec.convert(_TRUNK | {"preset": "generic"}, Trunk)
+    voipms = msgspec.convert(_TRUNK | {"preset": "voipms"}, Trunk)
+    assert dial_user(generic, "+442071234567") == "+442071234567"
+    assert dial_user(voipms, "+14155550100") == "14155550100"
+    assert dial_user(voipms, "+442071234567") == "011442071234567"
+
+
+_TRUNK = {
+    "id": "trk_x", "name": "x", "hosts": ["h"], "username": "1000", "has_password": False,
+    "register": False, "register_expires": 300, "caller_id": None, "transport": "udp",
+    "inbound_sources": [], "enabled": True, "created_at": 0.0, "updated_at": 0.0,
+}  # fmt: skip
 
 
 async def test_draining_is_503(env: SipEnv, caller: UserAgent) -> None:

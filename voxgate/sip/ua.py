@@ -931,8 +931,13 @@ class UserAgent:
         headers: Iterable[tuple[str, str]] = (),
         answer_timeout: float | None = None,
         on_progress: Callable[[OutboundInvite], None] | None = None,
+        to_uri: SipUri | None = None,
     ) -> Session:
         """Call ``target`` via ``destination``; returns the confirmed session.
+
+        ``to_uri`` is the To header's URI when it differs from the
+        Request-URI (a call to a registered Contact names the dialled number
+        in To).
 
         Raises :class:`CallFailed` for a final non-2xx answer (408 on timeout;
         the INVITE is cancelled when ``answer_timeout`` passes first).
@@ -943,7 +948,7 @@ class UserAgent:
         h.add("Via", str(self.new_via(transport)))
         h.add("Max-Forwards", "70")
         h.add("From", str(NameAddr(from_uri, from_display, {"tag": new_tag()})))
-        h.add("To", str(NameAddr(target)))
+        h.add("To", str(NameAddr(to_uri or target)))
         h.add("Call-ID", new_call_id())
         h.add("CSeq", "1 INVITE")
         h.add("Contact", str(self.contact(transport, from_user)))
