@@ -23,7 +23,7 @@ Concurrent misses for one number share one fetch. Bounds: entries older than
 ``max_age`` seconds are refetched regardless (a backstop for writes made
 around the services, e.g. by hand in Redis), at most ``max_entries`` numbers
 are kept (oldest dropped first), unknown numbers are never cached (a 404
-flood cannot fill it). While Redis does not answer, a route younger than
+flood cannot fill it). While Redis does not answer, a route validated within
 ``max_age`` is still served (``stale_served`` counts it): taking calls for
 an active tenant beats refusing them all during a store hiccup, and nothing
 can change the route while Redis is unreachable. Secrets (the ACL's digest
@@ -58,12 +58,13 @@ class Route(msgspec.Struct, frozen=True):
 
 
 class _Entry:
-    __slots__ = ("fetched_at", "marker", "route")
+    __slots__ = ("checked_at", "fetched_at", "marker", "route")
 
     def __init__(self, route: Route, marker: str | None, fetched_at: float) -> None:
         self.route = route
         self.marker = marker
         self.fetched_at = fetched_at
+        self.checked_at = fetched_at  # last time the marker matched
 
 
 class RouteCache:
@@ -115,20 +116,37 @@ class RouteCache:
             return None
         entry = self._entries.get(e164)
         now = self._clock()
+        expired = False
         if entry is not None:
             if now - entry.fetched_at >= self._max_age:
-                del self._entries[e164]
+                expired = True
             else:
                 try:
                     marker = await self._marker(entry.route.tenant.id)
                 except StoreUnavailable:
-                    self.stale_served += 1
-                    return entry.route
+                    return self._stale(entry, now)
                 if marker == entry.marker:
                     self.hits += 1
+                    entry.checked_at = now
                     return entry.route
                 del self._entries[e164]
         self.misses += 1
+        if entry is not None and expired:
+            try:
+                return await self._fetch_once(e164, now)
+            except StoreUnavailable:
+                return self._stale(entry, now)
+        return await self._fetch_once(e164, now)
+
+    def _stale(self, entry: _Entry, now: float) -> Route:
+        # Redis does not answer: a route validated within max_age still
+        # stands (nothing can change it while Redis is unreachable).
+        if now - entry.checked_at >= self._max_age:
+            raise StoreUnavailable("route not validated recently and the store is unavailable")
+        self.stale_served += 1
+        return entry.route
+
+    async def _fetch_once(self, e164: str, now: float) -> Route | None:
         # One fetch per number at a time: at a few hundred INVITEs a second
         # an expired entry would otherwise send every caller of that moment
         # to Redis with five reads each.
