@@ -137,6 +137,7 @@ async def test_twilio_call_and_transfer(services: Services) -> None:
             assert live is not None and live.provider == "twilio" and len(control) == 1
             record = await records.get(tenant_id, call.id)
             assert record.provider == "twilio" and record.status == "ringing"
+            assert record.direction == "outbound"
             detail = await records.detail(tenant_id, call.id)
             assert detail.events[0].kind == "outbound"
 
@@ -189,6 +190,7 @@ async def test_trunk_call_dial_failure_and_sip_transfer(services: Services) -> N
         await asyncio.sleep(0)
     record = await records.get(tenant_id, failed.id)
     assert record.status == "failed" and record.end_reason == "486 Busy Here"
+    assert record.direction == "outbound"
     assert control.get(failed.id) is None
     with pytest.raises(TransferFailed):
         await orch.transfer(tenant_id, call.id, "+14155550199", provider="sip")

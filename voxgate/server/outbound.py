@@ -14,8 +14,8 @@
    digest credentials from the trunk's secret, through a :class:`TrunkDialer`
    (the SIP gateway), which answers media and attaches the agent like an
    inbound SIP call;
-4. a call record is written (provider ``twilio`` or ``sip``; the direction
-   is logged as the first call event).
+4. a call record is written (provider ``twilio`` or ``sip``, direction
+   ``outbound``).
 
 :meth:`Orchestrator.transfer` serves the flow engine's ``transfer`` action:
 the destination passes the same guard (purpose ``transfer``); a Twilio call
@@ -303,6 +303,7 @@ class Orchestrator:
             CallRecord(
                 id=created.sid, tenant_id=tenant_id, agent_id=agent_id, provider="twilio",
                 from_number=caller, to_number=to, status="ringing", created_at=now,
+                direction="outbound",
             ),
             "twilio",
         )  # fmt: skip
@@ -331,7 +332,7 @@ class Orchestrator:
             CallRecord(
                 id=call_id, tenant_id=tenant_id, agent_id=agent_id, provider="sip",
                 from_number=caller or "", to_number=to, status="ringing",
-                created_at=self._clock(),
+                created_at=self._clock(), direction="outbound",
             ),
             f"trunk:{trunk.id}",
         )  # fmt: skip

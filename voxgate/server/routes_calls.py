@@ -43,6 +43,9 @@ def _filters(call: Call[Any]) -> tuple[CallFilter, str | None, int]:
     status = query.get("status") or None
     if status is not None and status not in _STATUSES:
         raise ApiError(422, "invalid", f"status must be one of {', '.join(_STATUSES)}", "status")
+    direction = query.get("direction") or None
+    if direction not in (None, "inbound", "outbound"):
+        raise ApiError(422, "invalid", "direction must be inbound or outbound", "direction")
     limit_text = query.get("limit", "50")
     try:
         limit = int(limit_text)
@@ -53,6 +56,7 @@ def _filters(call: Call[Any]) -> tuple[CallFilter, str | None, int]:
     filters = CallFilter(
         agent_id=query.get("agent_id") or None,
         provider=query.get("provider") or None,
+        direction=direction,
         status=status,
         since=_number(query, "since"),
         until=_number(query, "until"),
@@ -72,6 +76,7 @@ def register(table: RouteTable) -> None:
             QueryParam("agent_id", {"type": "string"}, "Only this agent's calls"),
             QueryParam("provider", {"type": "string", "enum": ["twilio", "sip", "webrtc"]}),
             QueryParam("status", {"type": "string", "enum": _STATUSES}),
+            QueryParam("direction", {"type": "string", "enum": ["inbound", "outbound"]}),
             QueryParam("since", {"type": "number"}, "Created at or after (Unix seconds)"),
             QueryParam("until", {"type": "number"}, "Created at or before (Unix seconds)"),
             QueryParam("cursor", {"type": "string"}, "next_cursor of the previous page"),

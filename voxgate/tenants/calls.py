@@ -46,6 +46,7 @@ CallRecordStatus = Literal[
     "ringing", "in_progress", "completed", "failed", "busy", "no_answer", "canceled"
 ]
 ProviderName = Literal["twilio", "sip", "webrtc"]
+CallDirection = Literal["inbound", "outbound"]
 
 MAX_EVENTS = 500
 MAX_TURNS = 500
@@ -64,6 +65,7 @@ class CallRecord(msgspec.Struct, kw_only=True):
     from_number: str
     to_number: str
     status: CallRecordStatus
+    direction: CallDirection = "inbound"
     created_at: float
     started_at: float | None = None  # media connected
     ended_at: float | None = None
@@ -107,6 +109,7 @@ class CallFilter(msgspec.Struct, kw_only=True, frozen=True):
     agent_id: str | None = None
     provider: str | None = None
     status: str | None = None
+    direction: str | None = None
     since: float | None = None
     until: float | None = None
 
@@ -114,6 +117,7 @@ class CallFilter(msgspec.Struct, kw_only=True, frozen=True):
         return (
             (self.agent_id is None or record.agent_id == self.agent_id)
             and (self.provider is None or record.provider == self.provider)
+            and (self.direction is None or record.direction == self.direction)
             and (self.status is None or record.status == self.status)
         )
 
