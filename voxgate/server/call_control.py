@@ -292,6 +292,14 @@ class CallControl:
         if not self._calls:
             self._idle.set()
 
+    def rekey(self, old_id: str, new_id: str) -> None:
+        """Move a reservation to the id the provider gave the call (no new rate token)."""
+        live = self._calls.pop(old_id, None)
+        if live is None:
+            raise KeyError(old_id)
+        live.call_id = new_id
+        self._calls[new_id] = live
+
     def get(self, call_id: str) -> LiveCall | None:
         return self._calls.get(call_id)
 

@@ -290,9 +290,8 @@ class Orchestrator:
         except TwilioError as exc:
             self._control.release(provisional)
             raise ProviderError(exc.message) from None
-        # Move the reservation to Twilio's id; the bucket token was spent already.
-        self._control.release(provisional)
-        self._control.admit(tenant_id, agent_id, "twilio", created.sid, quotas)
+        # Twilio names the call only now: the reservation moves to its id.
+        self._control.rekey(provisional, created.sid)
         grant = StreamGrant(
             tenant_id=tenant_id, agent_id=agent_id, call_id=created.sid,
             account_sid=creds.account_sid, from_number=caller, to_number=to,
