@@ -40,6 +40,9 @@ SCENARIOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" /
 NUMBER = "+15550001000"
 
 
+freeze_heap = False
+
+
 async def _server(data_dir: Path, redis_url: str | None) -> tuple[Server, SipListener]:
     # An RTP range of its own: other servers on the machine commonly use 40000+.
     config = Config(
@@ -71,6 +74,10 @@ async def _server(data_dir: Path, redis_url: str | None) -> tuple[Server, SipLis
     await services.numbers.create(
         tenant.id, NumberCreate(number=NUMBER, provider="sip", agent_id=echo.id)
     )
+    if freeze_heap:
+        gc.collect()
+        gc.freeze()
+        print(f"start-up heap frozen: {gc.get_freeze_count()} objects", flush=True)
     return server, holder[0]
 
 
@@ -297,9 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     rtp = sub.add_parser("rtp")
     rtp.add_argument("--calls", type=int, default=250)
     parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once the server is up (the start-up heap leaves full GC passes)",
+    )
+    parser.add_argument(
         "--redis-url", default=None, help="external Redis (default: the embedded one, on core 1)"
     )
     args = parser.parse_args(argv)
+    global freeze_heap
+    freeze_heap = args.gc_freeze
     os.sched_setaffinity(0, {0})  # the server on core 0; sipp runs on core 1
     try:
         import uvloop
