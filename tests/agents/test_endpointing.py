@@ -145,6 +145,37 @@ def test_pause_disabled_by_default_and_when_not_shorter_than_min_silence() -> No
         EndpointerConfig(speculative_ms=-1)
 
 
+def test_early_end_after_allow_early_end() -> None:
+    cfg = EndpointerConfig(min_silence_ms=400, speculative_ms=200, early_silence_ms=320)
+    ep = Endpointer(cfg)
+    events = _run(ep, [0.9] * 30 + [0.0] * _windows(224))
+    pause = events[-1]
+    assert isinstance(pause, SpeechPause)
+    ep.allow_early_end(pause.key)
+    events = _run(ep, [0.0] * 20)
+    end = events[0]
+    assert isinstance(end, SpeechEnd) and end.reason == "early" and end.key == pause.key
+    assert 0.32 - 1e-9 <= end.at - end.end < 0.32 + WINDOW_S
+
+
+def test_early_end_is_dropped_when_the_caller_speaks_on() -> None:
+    cfg = EndpointerConfig(min_silence_ms=400, speculative_ms=200, early_silence_ms=320)
+    ep = Endpointer(cfg)
+    events = _run(ep, [0.9] * 30 + [0.0] * _windows(224))
+    pause = events[-1]
+    assert isinstance(pause, SpeechPause)
+    ep.allow_early_end(pause.key)
+    # Speech resumes before 320 ms: the early end no longer applies to the next pause.
+    events = _run(ep, [0.0] * 2 + [0.9] * 10 + [0.0] * 20)
+    ends = [e for e in events if isinstance(e, SpeechEnd)]
+    assert len(ends) == 1 and ends[0].reason == "silence"
+    assert ends[0].at - ends[0].end <= ep.worst_case_latency_s + 1e-9
+    # A stale key never ends a turn early.
+    ep.allow_early_end(pause.key)
+    events = _run(ep, [0.9] * 20 + [0.0] * 20)
+    assert [e.reason for e in events if isinstance(e, SpeechEnd)] == ["silence"]
+
+
 def _detect(name: str, pad_s: float = 1.0, config: EndpointerConfig | None = None) -> list[Event]:
     pcm = ulaw_decode(read_mulaw_wav(AUDIO / name))
     pcm = np.concatenate([pcm, np.zeros(int(pad_s * 8000), dtype=np.int16)])

@@ -13,7 +13,7 @@ from tests.agents.test_stt import wer
 from tests.agents.test_worker import FLOW, caller_final
 from voxgate.agents import ipc
 from voxgate.agents.flowspec import parse_flow
-from voxgate.agents.pipeline import CallPipeline, PipelineResources
+from voxgate.agents.pipeline import CallPipeline, PipelineResources, sounds_finished
 from voxgate.agents.prompt_cache import PromptCache
 from voxgate.agents.stt import SpeechRecognizer
 from voxgate.agents.tts import SpeechSynthesizer
@@ -121,7 +121,15 @@ async def test_turn_with_partials_final_and_reply(resources: PipelineResources) 
     partial = await h.until(lambda f: isinstance(f, ipc.Transcript) and f.role == "caller")
     assert not partial.final and "appointment" not in partial.text.lower()
     assert partial.text.lower().startswith("hi")
-    await _feed(pipeline, phrase[16000:])
+    # Frame by frame from here: once the pause starts a speculative decode, let it finish
+    # (as it would at real time, within the 120 ms before the early end).
+    waited = False
+    for i in range(16000, len(phrase), 160):
+        await _feed(pipeline, phrase[i : i + 160])
+        if not waited and pipeline.speculation is not None:
+            await pipeline.speculation
+            waited = True
+    assert waited
     final = await h.until(caller_final)
     assert wer("Hi, I'd like to book an appointment for tomorrow morning.", final.text) == 0
     reply = await h.until(lambda f: isinstance(f, ipc.AgentSay))
@@ -138,6 +146,26 @@ async def test_turn_with_partials_final_and_reply(resources: PipelineResources) 
     # The final decode started in the pause before the endpoint and was reused.
     assert pipeline.speculative_hits == 1
     assert turn.latencies["stt_wait"] <= turn.latencies["stt"] + 0.05
+    # A finished sentence: the turn ended after the early silence, not min_silence_ms.
+    assert pipeline.early_ends == 1 and turn.latencies["endpointing"] < 0.4
+
+
+async def test_unfinished_sentence_waits_full_silence(resources: PipelineResources) -> None:
+    # Whisper writes this one without a final full stop ("... 4 5 7 2").
+    h, pipeline, task = await _start(resources, ipc.CallSettings(), "Hi.", ack=True)
+    await h.until(lambda f: isinstance(f, ipc.AudioOut) and f.mark)
+    await _feed(pipeline, read_mulaw_wav(AUDIO / "order_number_4572.wav") + b"\xff" * 8000)
+    final = await h.until(caller_final)
+    await _stop(pipeline, task)
+    assert not sounds_finished(final.text), final.text
+    assert pipeline.early_ends == 0
+    assert 0.4 <= pipeline.turn_records[0].latencies["endpointing"] <= 0.45
+
+
+def test_sounds_finished() -> None:
+    assert sounds_finished("Goodbye.") and sounds_finished("Can you repeat that please? ")
+    assert not sounds_finished("Yes,") and not sounds_finished("My order number is 4 5 7 2")
+    assert not sounds_finished("I was going to...")
 
 
 async def test_speculation_dropped_when_caller_speaks_on(resources: PipelineResources) -> None:
@@ -146,9 +174,10 @@ async def test_speculation_dropped_when_caller_speaks_on(resources: PipelineReso
     h, pipeline, task = await _start(resources, ipc.CallSettings(), "Hi.", ack=True)
     await h.until(lambda f: isinstance(f, ipc.AudioOut) and f.mark)
     yes = read_mulaw_wav(AUDIO / "yes_that_works.wav")
-    # Stretch the fixture's 256 ms pause to 320 ms: still shorter than min_silence_ms.
+    # Stretch the fixture's 256 ms pause by 40 ms: still shorter than the early end
+    # (320 ms), which "Yes." would otherwise trigger.
     cut = int(0.78 * 8000)
-    phrase = yes[:cut] + b"\xff" * int(0.1 * 8000) + yes[cut:] + b"\xff" * 8000
+    phrase = yes[:cut] + b"\xff" * int(0.04 * 8000) + yes[cut:] + b"\xff" * 8000
     await _feed(pipeline, phrase, batch=1)
     final = await h.until(caller_final)
     assert wer("Yes, that works for me.", final.text) == 0, final.text

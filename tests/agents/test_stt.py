@@ -104,6 +104,9 @@ def test_loop_detection() -> None:
     assert looks_like_loop("Yes.", tokens=40, max_tokens=40)  # ran into the cap
     assert not looks_like_loop("Hi, I'd like to book an appointment.", tokens=12, max_tokens=40)
     assert not looks_like_loop("Goodbye.", tokens=3, max_tokens=18)
+    assert looks_like_loop("goodbye goodbye goodbye", tokens=4, max_tokens=18)
+    assert looks_like_loop("Yes, that works. Yes, that works.", tokens=10, max_tokens=30)
+    assert not looks_like_loop("Yes, that works for me, yes.", tokens=8, max_tokens=30)
 
 
 def test_vocabulary_hints_do_not_hurt(stt: SpeechRecognizer) -> None:

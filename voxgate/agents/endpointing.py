@@ -16,6 +16,11 @@ the audio :class:`SpeechEnd` will carry if the caller stays silent (identical wh
 ``speculative_ms >= trailing_keep_ms``), so the final transcription can start while
 the endpointer is still making sure the turn is over; ``SpeechPause.key`` equals
 ``SpeechEnd.key`` exactly when the two audios are the same.
+
+Early end: once the caller of :meth:`Endpointer.allow_early_end` has judged the
+words of a pause complete (the pipeline does so from the speculative transcript),
+that pause ends the turn after ``early_silence_ms`` instead of ``min_silence_ms``.
+Speech in between cancels it. The worst case stays ``min_silence_ms`` + one window.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ class EndpointerConfig(msgspec.Struct, frozen=True, kw_only=True):
     speculative_ms: int = 0
     """Silence after which a :class:`SpeechPause` hands out the utterance so far, for a
     speculative final decode; 0 (or >= ``min_silence_ms``) disables it."""
+    early_silence_ms: int = 0
+    """Silence that ends a turn whose pause was passed to ``allow_early_end``; 0 disables.
+    Keep it above the pauses callers make inside a sentence ("Yes, ..."): those can
+    look complete too."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
@@ -65,8 +74,8 @@ class EndpointerConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("durations must be positive")
         if self.preroll_ms < 0 or self.max_utterance_ms < 1000:
             raise ValueError("preroll_ms must be >= 0 and max_utterance_ms >= 1000")
-        if self.speculative_ms < 0 or self.trailing_keep_ms < 0:
-            raise ValueError("speculative_ms and trailing_keep_ms must be >= 0")
+        if min(self.speculative_ms, self.trailing_keep_ms, self.early_silence_ms) < 0:
+            raise ValueError("speculative_ms, early_silence_ms, trailing_keep_ms must be >= 0")
 
 
 class State(enum.Enum):
@@ -119,6 +128,8 @@ class SpeechEnd:
     audio_start: float
     """Audio time of ``audio[0]`` (before ``start`` by the pre-roll)."""
     reason: str = "silence"
+    """``silence`` (``min_silence_ms``), ``early`` (``early_silence_ms`` after
+    ``allow_early_end``) or ``max_length``."""
 
     @property
     def key(self) -> tuple[float, float, int]:
@@ -171,6 +182,7 @@ class Endpointer:
         self._barge_run_start: float | None = None
         self._barged = False
         self._paused = False  # a SpeechPause went out for the current silence run
+        self._early_key: tuple[float, float, int] | None = None
 
     @property
     def now(self) -> float:
@@ -196,6 +208,20 @@ class Endpointer:
             self._agent_speaking = value
             self._barge_run_start = None
             self._barged = False
+
+    def allow_early_end(self, key: tuple[float, float, int]) -> None:
+        """Let the pause with this key (:attr:`SpeechPause.key`) end at ``early_silence_ms``.
+
+        A stale key (the caller spoke again, or the turn already ended) is ignored.
+        """
+        self._early_key = key
+
+    def _pause_key(self, at: float) -> tuple[float, float, int]:
+        return (
+            self._utterance_start,
+            self._last_voiced_end,
+            self._kept_windows(at) * WINDOW_SAMPLES,
+        )
 
     def utterance_audio(self) -> Int16Array:
         """The current utterance so far (for partial transcripts); empty outside speech."""
@@ -240,6 +266,7 @@ class Endpointer:
         elif prev is State.SPEECH and self.state is State.TRAILING:
             self._silence_start = start
             self._paused = False
+            self._early_key = None
 
         silence_ms = (end - self._silence_start) * 1000
         if (
@@ -252,6 +279,13 @@ class Endpointer:
             events.append(self._pause(end))
         if self.state is State.TRAILING and silence_ms >= c.min_silence_ms:
             events.append(self._end_speech(end, "silence"))
+        elif (
+            self.state is State.TRAILING
+            and self._early_key is not None
+            and 0 < c.early_silence_ms <= silence_ms + 1e-6
+            and self._early_key == self._pause_key(end)
+        ):
+            events.append(self._end_speech(end, "early"))
         elif self.in_speech and (end - self._onset) * 1000 >= c.max_utterance_ms:
             events.append(self._end_speech(end, "max_length"))
         return events
@@ -286,7 +320,8 @@ class Endpointer:
             self._preroll.append(w)
         self._utterance = []
         self.state = State.SILENCE
-        end = self._last_voiced_end if reason == "silence" else at
+        self._early_key = None
+        end = self._last_voiced_end if reason != "max_length" else at
         return SpeechEnd(
             at=at,
             start=self._onset,

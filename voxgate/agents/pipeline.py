@@ -12,6 +12,11 @@ endpoint will carry; when the endpoint confirms the pause ``min_silence_ms`` lat
 the transcript is ready or nearly so and is reused instead of decoding again. If
 the caller speaks on, the speculative result is dropped. Partial hypotheses pause
 while the caller is silent so they never compete with that decode for the CPU.
+When the speculative transcript reads as a finished sentence (Whisper punctuates
+it: ends in ``.``, ``?`` or ``!``), the turn ends after ``EARLY_SILENCE_MS`` of
+silence instead of ``min_silence_ms``; otherwise (trailing comma, no punctuation,
+a number being read out) the endpointer waits the full ``min_silence_ms``, which
+stays the bounded worst case.
 
 Everything heavy runs in thread pools (:class:`PipelineResources`) so the worker's
 event loop keeps reading frames: VAD in a small real-time pool that inference can
@@ -78,6 +83,10 @@ AUDIO_QUEUE = 250
 FIRST_PIECE_CHARS = 30
 """Live replies: a longer first sentence is split at its first clause break, because
 Piper renders a piece at ~6 ms per character and the caller waits for the first."""
+EARLY_SILENCE_MS = 320
+"""Silence that ends a turn whose speculative transcript is a finished sentence. Above
+the longest pause inside a turn in the fixtures (256 ms, after "Yes,"), where Whisper
+writes "Yes." too: punctuation alone cannot tell that pause from an ending."""
 SPECULATIVE_MS = 200
 """Pause after which the final decode starts speculatively. Equal to the endpointer's
 ``trailing_keep_ms``, so the audio is exactly the final one. In the fixtures, pauses
@@ -151,6 +160,7 @@ class CallPipeline:
         flow: FlowSpec,
         clock: Callable[[], float] = time.monotonic,
         speculative_ms: int = SPECULATIVE_MS,
+        early_silence_ms: int = EARLY_SILENCE_MS,
     ) -> None:
         self.call_id = start.call_id
         self.settings = start.settings
@@ -172,8 +182,11 @@ class CallPipeline:
                 min_silence_ms=start.settings.min_silence_ms,
                 max_utterance_ms=int(start.settings.max_utterance_s * 1000),
                 speculative_ms=speculative_ms,
+                early_silence_ms=min(early_silence_ms, start.settings.min_silence_ms),
             )
         )
+        self._early_key: tuple[float, float, int] | None = None
+        self.early_ends = 0
         self._speculation: _Speculation | None = None
         self.speculative_hits = 0
         self.speculative_misses = 0
@@ -234,6 +247,11 @@ class CallPipeline:
         if self._ending is None:
             self._ending = reason
         self._wake.set()
+
+    @property
+    def speculation(self) -> asyncio.Future[Transcription] | None:
+        """The speculative final decode of the current pause, if one is running or ready."""
+        return None if self._speculation is None else self._speculation.result
 
     @property
     def agent_audio_pending(self) -> bool:
@@ -331,6 +349,10 @@ class CallPipeline:
     def _process_audio(
         self, ulaw: bytes
     ) -> tuple[list[EndpointEvent], npt.NDArray[np.int16] | None]:
+        early, self._early_key = self._early_key, None
+        if early is not None:
+            # Applied here, in the same thread as process(), never concurrently with it.
+            self._endpointer.allow_early_end(early)
         pcm16k = self._upsample.process(ulaw_decode(ulaw))
         events: list[EndpointEvent] = []
         for window, prob in self._vad_stream.feed(pcm16k):
@@ -360,6 +382,8 @@ class CallPipeline:
             if self._listening():
                 self._speculate(event)
         elif isinstance(event, SpeechEnd):
+            if event.reason == "early":
+                self.early_ends += 1
             await self._send(ipc.SpeechEnded(call_id=self.call_id, at=event.end))
             if not self._listening():
                 return
@@ -372,8 +396,10 @@ class CallPipeline:
         )
 
     def _transcribe_final(self, audio: npt.NDArray[np.int16]) -> Transcription:
+        # See SttConfig.final_hints: the flow's words as hotwords cost accuracy here.
+        hints = self._hints if self._res.stt.config.final_hints else ()
         return self._res.stt.transcribe(
-            audio, hints=self._hints, beam_size=self.settings.stt_beam_size or None
+            audio, hints=hints, beam_size=self.settings.stt_beam_size or None
         )
 
     def _speculate(self, pause: SpeechPause) -> None:
@@ -383,7 +409,17 @@ class CallPipeline:
         )
         # A dropped speculation's error (if any) must not surface as "never retrieved".
         future.add_done_callback(_consume)
+        future.add_done_callback(functools.partial(self._speculation_done, pause.key))
         self._speculation = _Speculation(key=pause.key, result=future)
+
+    def _speculation_done(
+        self, key: tuple[float, float, int], future: asyncio.Future[Transcription]
+    ) -> None:
+        spec = self._speculation
+        if spec is None or spec.key != key or future.cancelled() or future.exception():
+            return
+        if sounds_finished(future.result().text):
+            self._early_key = key
 
     def _drop_speculation(self) -> None:
         spec, self._speculation = self._speculation, None
@@ -616,6 +652,12 @@ class CallPipeline:
         self.turn_records.append(record)
         self._turn = None
         self._spawn(self._send(record))
+
+
+def sounds_finished(text: str) -> bool:
+    """Whether Whisper wrote ``text`` as a finished sentence (not trailing off)."""
+    text = text.rstrip()
+    return text.endswith((".", "?", "!")) and not text.endswith("..")
 
 
 def _consume(future: asyncio.Future[Transcription]) -> None:
