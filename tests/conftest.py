@@ -158,7 +158,10 @@ ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[ApiServer]:
     """The full app on an embedded Redis in ``tmp_path``, admin token preset."""
-    config = Config(data_dir=tmp_path / "data", http_port=0, admin_token=ADMIN_TOKEN)
+    # Prompt rendering (a Piper process per published flow) has its own test.
+    config = Config(
+        data_dir=tmp_path / "data", http_port=0, admin_token=ADMIN_TOKEN, render_prompts=False
+    )
     services = await Services.open(config)
     try:
         await services.admin_tokens.ensure(ADMIN_TOKEN)

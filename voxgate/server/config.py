@@ -23,6 +23,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     admin_token: str | None = None
     master_key: str | None = None
     log_level: str = "info"
+    # Render a flow agent's static prompts when it is published (off the media core).
+    render_prompts: bool = True
 
     @property
     def blobs_dir(self) -> Path:

@@ -19,7 +19,8 @@ from voxgate.agents.templates import TemplateNotFoundError, get_template, list_t
 from voxgate.server.errors import ApiError
 from voxgate.server.routing import Auth, Call, QueryParam, RouteTable
 from voxgate.server.services import Services
-from voxgate.server.state import SERVICES
+from voxgate.server.state import CONFIG, SERVICES
+from voxgate.server.worker_agent import SPEECH
 from voxgate.tenants.errors import NotFound
 from voxgate.tenants.models import (
     SECRET_NAME_PATTERN,
@@ -95,6 +96,13 @@ def _validated_flow(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return flow_to_dict(spec), [_warning_text(w) for w in warnings]
 
 
+def _publish_prompts(call: Call[Any], agent: Agent) -> None:
+    """A new flow version is live: render its static prompts now, off the media core."""
+    speech = call.request.app.get(SPEECH)
+    if speech is not None and agent.kind == "flow" and call.request.app[CONFIG].render_prompts:
+        speech.prompts.schedule(call.tenant_id, agent.flow)
+
+
 def register(table: RouteTable) -> None:
     """Declare the tenant API routes on ``table``."""
     agents_tags = ("agents",)
@@ -128,9 +136,11 @@ def register(table: RouteTable) -> None:
             assert body.flow is not None  # AgentCreate guarantees exactly one of the two
             kind = "flow"
             flow, warnings = _validated_flow(body.flow)
-        return await _services(call).agents.create(
+        agent = await _services(call).agents.create(
             call.tenant_id, body.name, kind, body.template, flow, warnings, call.actor
         )
+        _publish_prompts(call, agent)
+        return agent
 
     @table.route(
         "GET", f"{BASE}/agents/{{agent_id}}", auth=Auth.TENANT, response=Agent,
@@ -154,7 +164,7 @@ def register(table: RouteTable) -> None:
             if current.kind != "flow":
                 raise ApiError(422, "invalid", f"a {current.kind} agent has no flow", "$.flow")
             flow, warnings = _validated_flow(call.body.flow)
-        return await services.agents.update(
+        agent = await services.agents.update(
             call.tenant_id,
             agent_id,
             name=call.body.name,
@@ -162,6 +172,9 @@ def register(table: RouteTable) -> None:
             warnings=warnings,
             actor=call.actor,
         )
+        if flow is not None:
+            _publish_prompts(call, agent)
+        return agent
 
     @table.route(
         "DELETE", f"{BASE}/agents/{{agent_id}}", auth=Auth.TENANT, status=204,

@@ -419,7 +419,14 @@ class PromptPublisher:
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )
-            _out, err = await proc.communicate(msgspec.json.encode(flow))
+            try:
+                _out, err = await proc.communicate(msgspec.json.encode(flow))
+            except asyncio.CancelledError:
+                # Shutting down: a half-rendered prompt set is rebuilt next start.
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
             if proc.returncode == 0:
                 self.built += 1
             else:
