@@ -84,3 +84,16 @@ async def test_unreachable_url_fails_with_typed_error(tmp_path: Path) -> None:
 async def test_second_store_on_same_data_dir_is_refused(store: Store, tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="another running voxgate"):
         await Store.open(redis_url=None, data_dir=tmp_path)
+
+
+async def test_more_concurrent_commands_than_pool_connections_all_succeed(store: Store) -> None:
+    # Each command in flight holds a pooled connection; past the pool's size a
+    # command must wait for a free one rather than fail as if Redis were down.
+    from voxgate.tenants.store import POOL_CONNECTIONS
+
+    count = POOL_CONNECTIONS * 4
+    await asyncio.wait_for(
+        asyncio.gather(*(store.redis.incr(b"counter") for _ in range(count))), WAIT
+    )
+    assert int(await store.redis.get(b"counter") or 0) == count
+    assert store.healthy and store.outages == 0

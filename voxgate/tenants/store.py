@@ -15,10 +15,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, RedisError, WatchError
@@ -35,28 +36,37 @@ T = TypeVar("T")
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OSError)
 
 
+# Enough connections for hundreds of calls' record writes at once; past that a
+# command waits for a free connection (bounded) instead of failing like an outage.
+POOL_CONNECTIONS = 256
+POOL_WAIT = 5.0
+
+
 def _client(*, url: str | None, socket_path: Path | None) -> aioredis.Redis:
     # A couple of quick retries absorb the one broken pooled connection left
     # after a Redis restart; longer outages are the monitor's business.
     retry = Retry(ExponentialBackoff(cap=0.2, base=0.01), 2)
     retry_on: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
+    options: dict[str, Any] = {
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 2.0,
+        "retry": retry,
+        "retry_on_error": retry_on,
+    }
+    pool: aioredis.BlockingConnectionPool
     if url is not None:
-        return aioredis.Redis.from_url(
-            url,
-            decode_responses=False,
-            socket_timeout=5.0,
-            socket_connect_timeout=2.0,
-            retry=retry,
-            retry_on_error=retry_on,
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_CONNECTIONS, timeout=POOL_WAIT, **options
         )
-    return aioredis.Redis(
-        unix_socket_path=str(socket_path),
-        decode_responses=False,
-        socket_timeout=5.0,
-        socket_connect_timeout=2.0,
-        retry=retry,
-        retry_on_error=retry_on,
-    )
+    else:
+        pool = aioredis.BlockingConnectionPool(
+            connection_class=UnixDomainSocketConnection,
+            path=str(socket_path),
+            max_connections=POOL_CONNECTIONS,
+            timeout=POOL_WAIT,
+            **options,
+        )
+    return aioredis.Redis(connection_pool=pool, decode_responses=False)
 
 
 class Store:
