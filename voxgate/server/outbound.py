@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from voxgate.server.call_control import Admission, CallControl
-from voxgate.server.routes_twilio import StreamGrant, _token_key
+from voxgate.server.routes_twilio import StreamGrant, issue_stream_token
 from voxgate.server.services import Services
 from voxgate.server.twilio_rest import (
     TwilioCredentials,
@@ -161,10 +161,7 @@ def redis_grant_issuer(services: Services) -> GrantIssuer:
     """Store grants exactly where the Twilio media socket redeems them."""
 
     async def issue(token: str, grant: StreamGrant) -> None:
-        async with services.store.guard():
-            await services.store.redis.set(
-                _token_key(token), msgspec.json.encode(grant), ex=OUTBOUND_TOKEN_TTL
-            )
+        await issue_stream_token(services, token, grant, OUTBOUND_TOKEN_TTL)
 
     return issue
 

@@ -67,6 +67,7 @@ __all__ = [
     "TwilioConnectAction",
     "TwilioStatusCallback",
     "TwilioVoiceWebhook",
+    "issue_stream_token",
     "register",
 ]
 
@@ -147,6 +148,17 @@ _PROVIDER_STATUS: dict[str, CallRecordStatus] = {
 def _token_key(token: str) -> str:
     # Only a hash is stored: a Redis dump does not hand out live call tokens.
     return keyspace.system_key("calltoken", hashlib.sha256(token.encode()).hexdigest())
+
+
+async def issue_stream_token(
+    services: Services, token: str, grant: StreamGrant, ttl: int = TOKEN_TTL
+) -> None:
+    """Make ``token`` redeemable once, for ``ttl`` seconds, by the media socket as ``grant``.
+
+    For calls placed through the REST API, whose TwiML carries the token.
+    """
+    async with services.store.guard():
+        await services.store.redis.set(_token_key(token), msgspec.json.encode(grant), ex=ttl)
 
 
 def _twiml_key(tenant_id: str, call_sid: str) -> str:
