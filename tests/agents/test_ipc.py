@@ -43,6 +43,7 @@ def _all_frames() -> list[ipc.Frame]:
         ipc.Dtmf(call_id="c1", digit="5"),
         ipc.Hangup(call_id="c1", reason="done"),
         ipc.Transfer(call_id="c1", target="+15550100"),
+        ipc.TransferResult(call_id="c1", ok=False, reason="dial_refused"),
         ipc.Metric(name="stt_seconds", value=0.12, labels={"call": "c1"}),
         ipc.Error(code="boom", message="it broke", call_id="c1"),
     ]

@@ -89,6 +89,12 @@ class EndWorker(_Frame, tag="end_worker"):
 # --- call lifecycle ---------------------------------------------------------------------
 
 
+DEFAULT_TRANSFER_FAILED_TEXT = (
+    "Sorry, I can't put you through right now. Please try again later. Goodbye."
+)
+"""Said when a transfer fails, before the call ends (a flow's transfer node has no way on)."""
+
+
 class CallSettings(msgspec.Struct, omit_defaults=True, kw_only=True):
     """Per-agent speech settings carried in :class:`StartCall`."""
 
@@ -99,6 +105,7 @@ class CallSettings(msgspec.Struct, omit_defaults=True, kw_only=True):
     variables: dict[str, str] = {}
     no_input_timeout: float = 6.0
     max_utterance_s: float = 15.0
+    transfer_failed_text: str = DEFAULT_TRANSFER_FAILED_TEXT
 
 
 class StartCall(_Frame, tag="start_call"):
@@ -223,8 +230,27 @@ class Hangup(_Frame, tag="hangup"):
 
 
 class Transfer(_Frame, tag="transfer"):
+    """Worker -> core: hand the caller to ``target`` once queued audio has played.
+
+    ``target`` is a +E.164 number or the name of one of the tenant's transfer
+    targets; the core answers with :class:`TransferResult`.
+    """
+
     call_id: str
     target: str
+
+
+class TransferResult(_Frame, tag="transfer_result"):
+    """Core -> worker: how a :class:`Transfer` went.
+
+    On failure (destination refused by the dial policy, unknown target name,
+    carrier refused) the call is still up and the worker runs its fallback.
+    ``reason`` is a short stable code such as ``dial_refused`` or ``transfer_failed``.
+    """
+
+    call_id: str
+    ok: bool
+    reason: str = ""
 
 
 class Metric(_Frame, tag="metric"):
@@ -262,6 +288,7 @@ Frame = (
     | Dtmf
     | Hangup
     | Transfer
+    | TransferResult
     | Metric
     | Error
 )

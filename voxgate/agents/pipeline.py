@@ -243,6 +243,20 @@ class CallPipeline:
     def on_dtmf(self, digit: str) -> None:
         self._apply(self._engine.on_dtmf(digit, self._clock()))
 
+    def on_transfer_result(self, ok: bool, reason: str) -> None:
+        """The core's answer to our ``Transfer``; a failed one gets an apology, then a hangup.
+
+        The flow left at its transfer node (it has no way on), so the fallback is ours.
+        """
+        if ok:
+            return
+        log.info("call %s: transfer failed (%s)", self.call_id, reason)
+        text = self.settings.transfer_failed_text
+        node = "transfer_failed"
+        actions: list[Action] = [Say(text, False, False, node)] if text else []
+        actions.append(Hangup("transfer_failed", node))
+        self._apply(actions)
+
     def end(self, reason: str) -> None:
         if self._ending is None:
             self._ending = reason

@@ -132,6 +132,10 @@ class Worker:
             call = self.calls.get(frame.call_id)
             if call is not None:
                 call.on_dtmf(frame.digit)
+        elif isinstance(frame, ipc.TransferResult):
+            call = self.calls.get(frame.call_id)
+            if call is not None:
+                call.on_transfer_result(frame.ok, frame.reason)
         else:
             await self.channel.send(
                 ipc.Error(code="unexpected_frame", message=f"worker does not take {type(frame)}")
