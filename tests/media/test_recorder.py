@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from voxgate.media import g711
 from voxgate.media.recorder import (
     CallRecorder,
     RecorderError,
@@ -116,3 +117,34 @@ def test_writer_drops_when_disk_falls_behind(tmp_path: Path) -> None:
     assert False in results
     assert info.dropped_chunks == results.count(False)
     assert info.bytes_written == 640 * results.count(True)
+
+
+def test_ulaw_frames_record_like_their_decoded_pcm() -> None:
+    """µ-law frames (decoded in bulk at take) give the same WAV as decoded PCM,
+    gaps and a mix of both kinds on one channel included."""
+    rng = np.random.default_rng(3)
+    frames = [bytes(rng.integers(0, 256, 160, dtype=np.uint8)) for _ in range(60)]
+    by_pcm = StereoAligner(0.0, max_lag=0.2)
+    by_ulaw = StereoAligner(0.0, max_lag=0.2)
+    out_pcm, out_ulaw = b"", b""
+    for k, frame in enumerate(frames):
+        if 20 <= k < 30:
+            continue  # the caller stalls for 200 ms: padded to the clock
+        now = (k + 1) * 0.020
+        by_pcm.add(0, g711.ulaw_decode(frame), now)
+        by_ulaw.add_ulaw(0, frame, now)
+        if k % 3 == 0:
+            agent = g711.ulaw_decode(frame[::-1])
+            by_pcm.add(1, agent, now)
+            # Mixed on one channel: PCM now and then, µ-law otherwise.
+            if k % 2:
+                by_ulaw.add(1, agent, now)
+            else:
+                by_ulaw.add_ulaw(1, frame[::-1], now)
+        if k % 7 == 0:
+            out_pcm += by_pcm.take(now)
+            out_ulaw += by_ulaw.take(now)
+    out_pcm += by_pcm.take(2.0, final=True)
+    out_ulaw += by_ulaw.take(2.0, final=True)
+    assert len(out_pcm) >= 55 * 160 * 4
+    assert out_ulaw == out_pcm

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from voxgate.media import g711
 from voxgate.media.frame import SAMPLE_RATE
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _SAFE_COMPONENT = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_ULAW_SILENCE = b"\xff"
 
 
 class RecorderError(Exception):
@@ -59,6 +61,11 @@ class StereoAligner:
     ``now`` is monotonic seconds; ``start`` is when the call connected. Audio
     is committed once both channels have it or once it is older than
     ``max_lag`` (the other side is then silence).
+
+    Audio comes as int16 PCM (``add``) or as 8-bit µ-law (``add_ulaw``, what
+    telephony transports carry). µ-law is kept as bytes until ``take`` and
+    decoded there in one pass per channel: decoding every 20 ms frame on its
+    own cost more than everything else a frame does on the media path.
     """
 
     __slots__ = ("_cursor", "_emitted", "_max_lag", "_pending", "_rate", "_slack", "_start")
@@ -76,9 +83,10 @@ class StereoAligner:
         self._max_lag = int(max_lag * sample_rate)
         # Jitter allowance before a late side is padded to the clock.
         self._slack = int(slack * sample_rate)
-        # Per channel: absolute sample index of the next sample, pending chunks.
+        # Per channel: absolute sample index of the next sample, pending chunks
+        # (int16 PCM arrays or µ-law bytes, one sample per byte).
         self._cursor = [0, 0]
-        self._pending: list[list[npt.NDArray[np.int16]]] = [[], []]
+        self._pending: list[list[npt.NDArray[np.int16] | bytes]] = [[], []]
         self._emitted = 0
 
     def _clock(self, now: float) -> int:
@@ -86,17 +94,26 @@ class StereoAligner:
 
     def add(self, channel: int, pcm: npt.NDArray[np.int16], now: float) -> None:
         """Add audio for channel 0 (caller) or 1 (agent) that was heard/sent at ``now``."""
+        self._add(channel, pcm, now)
+
+    def add_ulaw(self, channel: int, ulaw: bytes, now: float) -> None:
+        """``add`` for µ-law bytes (decoded later, in bulk)."""
+        self._add(channel, ulaw, now)
+
+    def _add(self, channel: int, chunk: npt.NDArray[np.int16] | bytes, now: float) -> None:
         if channel not in (0, 1):
             raise RecorderError("channel must be 0 (caller) or 1 (agent)")
-        expected_start = self._clock(now) - len(pcm)
-        gap = expected_start - self._cursor[channel]
+        size = len(chunk)
+        cursor = self._cursor
+        gap = self._clock(now) - size - cursor[channel]
         if gap > self._slack:
             self._pad(channel, gap)
-        self._pending[channel].append(pcm)
-        self._cursor[channel] += len(pcm)
+        self._pending[channel].append(chunk)
+        cursor[channel] += size
 
     def _pad(self, channel: int, samples: int) -> None:
-        self._pending[channel].append(np.zeros(samples, dtype=np.int16))
+        # µ-law 0xFF is linear zero: padding joins the bytes of its neighbours.
+        self._pending[channel].append(_ULAW_SILENCE * samples)
         self._cursor[channel] += samples
 
     def take(self, now: float, *, final: bool = False) -> bytes:
@@ -119,7 +136,13 @@ class StereoAligner:
 
     def _consume(self, channel: int, count: int) -> npt.NDArray[np.int16]:
         chunks = self._pending[channel]
-        joined = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        raw = [c for c in chunks if isinstance(c, bytes)]
+        if len(raw) == len(chunks):
+            data = b"".join(raw)
+            self._pending[channel] = [data[count:]] if len(data) > count else []
+            return g711.ulaw_decode(data[:count])
+        arrays = [g711.ulaw_decode(c) if isinstance(c, bytes) else c for c in chunks]
+        joined = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
         head, rest = joined[:count], joined[count:]
         self._pending[channel] = [rest] if len(rest) else []
         return head
@@ -306,6 +329,16 @@ class CallRecorder:
     def agent(self, pcm: npt.NDArray[np.int16], now: float) -> None:
         if not self._closed:
             self._aligner.add(1, pcm, now)
+
+    def caller_ulaw(self, ulaw: bytes, now: float) -> None:
+        """``caller`` for a µ-law frame: kept as bytes, decoded in bulk by ``tick``."""
+        if not self._closed:
+            self._aligner.add_ulaw(0, ulaw, now)
+
+    def agent_ulaw(self, ulaw: bytes, now: float) -> None:
+        """``agent`` for a µ-law frame: kept as bytes, decoded in bulk by ``tick``."""
+        if not self._closed:
+            self._aligner.add_ulaw(1, ulaw, now)
 
     def tick(self, now: float) -> None:
         """Hand committed audio to the writer (call every ~0.5-1 s)."""

@@ -7,14 +7,17 @@ gives this adapter two coroutines: one that sends a text frame, one that
 closes the socket. Outbound audio is paced by the shared ``FrameClock``;
 marks are confirmed by Twilio's echoes, and ``clear`` is sent only when audio
 may still be playing.
+
+``DirectTwilioMediaChannel`` is the same channel for a socket that can take a
+text frame synchronously (the server writes WebSocket frames straight to the
+transport): the clock then pumps it without a coroutine per call and frame.
 """
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from voxgate.media import g711
 from voxgate.media.call import Call, EndReason
 from voxgate.media.channel import FrameClock, PacedChannel
 from voxgate.media.dtmf import DtmfEvent
@@ -27,7 +30,7 @@ from voxgate.media.twilio_stream import (
     TwilioStreamState,
 )
 
-__all__ = ["TwilioMediaChannel"]
+__all__ = ["DirectTwilioMediaChannel", "TwilioMediaChannel"]
 
 
 class TwilioMediaChannel(PacedChannel):
@@ -62,7 +65,7 @@ class TwilioMediaChannel(PacedChannel):
             if isinstance(event, InboundMedia):
                 self.deliver_audio(event.payload, event.synthetic)
                 if recorder is not None:
-                    recorder.caller(g711.ulaw_decode(event.payload), now)
+                    recorder.caller_ulaw(event.payload, now)
             elif isinstance(event, MarkEcho):
                 self.deliver_mark_echo(event.name)
             elif isinstance(event, DtmfEvent):
@@ -74,7 +77,7 @@ class TwilioMediaChannel(PacedChannel):
     async def _write_frame(self, ulaw: bytes) -> None:
         await self._send_text(self.state.media_message(ulaw))
         if self.recorder is not None:
-            self.recorder.agent(g711.ulaw_decode(ulaw), asyncio.get_running_loop().time())
+            self.recorder.agent_ulaw(ulaw, time.monotonic())
 
     async def _write_mark(self, name: str) -> None:
         await self._send_text(self.state.mark_message(name))
@@ -84,3 +87,44 @@ class TwilioMediaChannel(PacedChannel):
 
     async def _close_transport(self, reason: EndReason) -> None:
         await self._close_socket()
+
+
+class DirectTwilioMediaChannel(TwilioMediaChannel):
+    """``TwilioMediaChannel`` whose media and marks go out through a synchronous
+    ``send_now`` (which raises ``ConnectionError``/``OSError`` when the socket
+    is gone or its peer stopped reading); clears and close stay coroutines."""
+
+    writes_without_waiting = True
+
+    def __init__(
+        self,
+        call: Call,
+        clock: FrameClock,
+        state: TwilioStreamState,
+        send_text: Callable[[str], Awaitable[None]],
+        close_socket: Callable[[], Awaitable[None]],
+        send_now: Callable[[str], None],
+        *,
+        recorder: CallRecorder | None = None,
+        inbox_limit: int = 250,
+        max_outbound_frames: int = 1500,
+    ) -> None:
+        super().__init__(
+            call,
+            clock,
+            state,
+            send_text,
+            close_socket,
+            recorder=recorder,
+            inbox_limit=inbox_limit,
+            max_outbound_frames=max_outbound_frames,
+        )
+        self._send_now = send_now
+
+    def _write_frame_now(self, ulaw: bytes) -> None:
+        self._send_now(self.state.media_message(ulaw))
+        if self.recorder is not None:
+            self.recorder.agent_ulaw(ulaw, time.monotonic())
+
+    def _write_mark_now(self, name: str) -> None:
+        self._send_now(self.state.mark_message(name))

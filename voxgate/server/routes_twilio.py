@@ -21,6 +21,13 @@ serves a TwiML consumer that ignores ``action``.
 ``WS /twilio/media`` waits for ``start``, redeems the token (unknown, expired
 or reused → close 1008), and runs the agent on a ``TwilioMediaChannel``
 until either side hangs up; the call record is written at start and end.
+
+The media path is per frame and per call, so it is kept lean: outbound
+media frames are written to the socket's transport synchronously (RFC 6455
+framing, server frames are unmasked) instead of through two coroutines of
+aiohttp's writer, and the stall timer that fills silence when Twilio stops
+sending is one lazily re-armed loop timer per call, not a receive timeout
+per message (which costs a timer arm and cancel for every frame).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import hashlib
 import logging
 import re
 import secrets
+import struct
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,7 +51,7 @@ from voxgate.media.call import Call as MediaCall
 from voxgate.media.call import EndReason
 from voxgate.media.channel import CallAgent
 from voxgate.media.recorder import CallRecorder, RecorderError, recording_path
-from voxgate.media.twilio_channel import TwilioMediaChannel
+from voxgate.media.twilio_channel import DirectTwilioMediaChannel, TwilioMediaChannel
 from voxgate.media.twilio_signature import validate_signature
 from voxgate.media.twilio_stream import StreamEvent, StreamStarted, TwilioStreamState
 from voxgate.server.agent_host import FallbackAgent
@@ -84,6 +92,13 @@ START_TIMEOUT = 10.0  # seconds from socket open to the ``start`` message
 AGENT_STOP_TIMEOUT = 2.0
 RECORDING_TIMEOUT = 5.0
 MAX_WS_MESSAGE = 256 * 1024
+# Bytes queued in the socket's transport beyond which the peer counts as not
+# reading (~10 s of one call's media): the call ends instead of growing memory.
+MAX_WRITE_BACKLOG = 512 * 1024
+
+_WS_TEXT = 0x81  # FIN + text opcode
+_WS_LEN16 = struct.Struct("!BBH")
+_WS_LEN64 = struct.Struct("!BBQ")
 
 _CALL_ID = re.compile(CALL_ID_PATTERN)
 
@@ -435,14 +450,67 @@ class MediaSession:
     """One Media Streams socket from open to close."""
 
     def __init__(
-        self, runtime: CallRuntime, services: Services, config: Config, ws: web.WebSocketResponse
+        self,
+        runtime: CallRuntime,
+        services: Services,
+        config: Config,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.runtime = runtime
         self.services = services
         self.config = config
         self.ws = ws
+        # The socket's transport, for synchronous media writes; None falls back
+        # to aiohttp's (coroutine) writer.
+        self.transport = transport
         self.state = TwilioStreamState()
         self.binary_frames = 0
+        self._stall: asyncio.TimerHandle | None = None
+        self._channel: TwilioMediaChannel | None = None
+
+    def _send_now(self, text: str) -> None:
+        """Write one text frame to the socket now (the clock's media path)."""
+        transport = self.transport
+        if transport is None or self.ws.closed or transport.is_closing():
+            raise ConnectionResetError("media socket closed")
+        if transport.get_write_buffer_size() > MAX_WRITE_BACKLOG:
+            raise ConnectionError("media socket peer is not reading")
+        data = text.encode()
+        size = len(data)
+        if size < 126:
+            header = bytes((_WS_TEXT, size))
+        elif size < 65536:
+            header = _WS_LEN16.pack(_WS_TEXT, 126, size)
+        else:
+            header = _WS_LEN64.pack(_WS_TEXT, 127, size)
+        transport.write(header + data)
+
+    # -- stall filling -----------------------------------------------------
+    def _arm_stall(self) -> None:
+        due = self.state.next_timeout()
+        if due is not None:
+            self._stall = asyncio.get_running_loop().call_at(due, self._on_stall)
+
+    def _on_stall(self) -> None:
+        # Armed once, not per message: media that arrived since only moved the
+        # due time, so a timer that fires early re-arms for the new time.
+        self._stall = None
+        channel = self._channel
+        if channel is None or channel.closed:
+            return
+        now = asyncio.get_running_loop().time()
+        due = self.state.next_timeout()
+        if due is None:
+            return
+        if due <= now:
+            channel.handle(self.state.poll(now), now)
+        self._arm_stall()
+
+    def _disarm_stall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
 
     def _ws_error(self, kind: str, count: int = 1) -> None:
         if count:
@@ -507,9 +575,27 @@ class MediaSession:
         )
         media_call.answer(wall)
         recorder, relative = self._recorder(grant, loop.time())
-        channel = TwilioMediaChannel(
-            media_call, runtime.clock, self.state, self.ws.send_str, self._close, recorder=recorder
-        )
+        channel: TwilioMediaChannel
+        if self.transport is not None:
+            channel = DirectTwilioMediaChannel(
+                media_call,
+                runtime.clock,
+                self.state,
+                self.ws.send_str,
+                self._close,
+                self._send_now,
+                recorder=recorder,
+            )
+        else:
+            channel = TwilioMediaChannel(
+                media_call,
+                runtime.clock,
+                self.state,
+                self.ws.send_str,
+                self._close,
+                recorder=recorder,
+            )
+        self._channel = channel
         runtime.control.attach(media_call, channel, recorder)
         agent_task: asyncio.Task[None] | None = None
         try:
@@ -517,8 +603,10 @@ class MediaSession:
             agent = await self._agent_for(grant, media_call)
             agent_task = loop.create_task(agent.run(channel), name=f"agent-{grant.call_id}")
             channel.handle(rest, loop.time())
+            self._arm_stall()
             await self._pump(channel)
         finally:
+            self._disarm_stall()
             if not channel.closed:
                 reason = EndReason.CALLER_HANGUP if self.ws.closed else EndReason.ERROR
                 channel.deliver_closed(reason)
@@ -595,19 +683,13 @@ class MediaSession:
         state = self.state
         ws = self.ws
         while not channel.closed:
-            due = state.next_timeout()
-            # Never 0: aiohttp reads a zero timeout as "no timeout".
-            wait = None if due is None else max(0.001, due - loop.time())
-            try:
-                message = await ws.receive(timeout=wait)
-            except TimeoutError:
-                now = loop.time()
-                channel.handle(state.poll(now), now)
-                continue
+            message = await ws.receive()
             kind = message.type
             if kind is WSMsgType.TEXT:
                 now = loop.time()
                 channel.handle(state.feed(message.data, now), now)
+                if self._stall is None and not channel.closed:
+                    self._arm_stall()  # the first media sets the stream's clock
             elif kind is WSMsgType.BINARY:
                 self.binary_frames += 1  # Twilio sends JSON text only; skip it
             elif kind in _CLOSED:
@@ -729,6 +811,8 @@ def register(table: RouteTable) -> None:
         if not ws.can_prepare(call.request).ok:
             raise ApiError(400, "bad_request", "expected a WebSocket upgrade")
         await ws.prepare(call.request)
-        session = MediaSession(_runtime(call), _services(call), call.request.app[CONFIG], ws)
+        session = MediaSession(
+            _runtime(call), _services(call), call.request.app[CONFIG], ws, call.request.transport
+        )
         await session.run()
         return ws
