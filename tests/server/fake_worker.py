@@ -4,7 +4,10 @@
 honoured only here: ``FAKE_WORKER_VERSION`` (protocol version it announces),
 ``FAKE_WORKER_NO_PONG`` (never answers pings), and DTMF on a call: ``9``
 allocates and touches ``FAKE_WORKER_ALLOC_MB`` MB (memory-quota tests), ``#``
-asks for a hangup. Each call gets half a second of audio ending in mark ``m1``.
+asks for a hangup, ``*`` asks for a transfer to ``operator`` and ``8`` to the
+premium-rate ``+19005550199``; a failed transfer (``TransferResult`` not ok) is
+answered with half a second of "sorry" audio, then a hangup ``transfer_failed``.
+Each call gets half a second of audio ending in mark ``m1``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from voxgate.agents import ipc
 
 _hog: list[bytearray] = []
+_TRANSFERS = {"*": "operator", "8": "+19005550199"}
 
 
 async def serve(sock: socket.socket, max_calls: int) -> None:
@@ -67,6 +71,16 @@ async def serve(sock: socket.socket, max_calls: int) -> None:
                 _hog.append(block)
             elif frame.digit == "#":
                 await channel.send(ipc.Hangup(call_id=frame.call_id, reason="bye"))
+            elif frame.digit in _TRANSFERS:
+                await channel.send(
+                    ipc.Transfer(call_id=frame.call_id, target=_TRANSFERS[frame.digit])
+                )
+        elif isinstance(frame, ipc.TransferResult) and not frame.ok:
+            await channel.send(ipc.AgentSay(call_id=frame.call_id, text="sorry"))
+            await channel.send(
+                ipc.AudioOut(call_id=frame.call_id, seq=2, ulaw=b"\x7f" * 160 * 25, mark="m2")
+            )
+            await channel.send(ipc.Hangup(call_id=frame.call_id, reason="transfer_failed"))
     await channel.close()
 
 

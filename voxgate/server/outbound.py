@@ -18,7 +18,8 @@
    ``outbound``).
 
 :meth:`Orchestrator.transfer` serves the flow engine's ``transfer`` action:
-the destination passes the same guard (purpose ``transfer``); a Twilio call
+a target name is first mapped to the tenant's number for it (a number passes
+as is); the destination then passes the same guard (purpose ``transfer``); a Twilio call
 gets its TwiML replaced with ``<Dial>`` (the agent's stream ends, Twilio
 bridges the caller to the target); a SIP call is handed to the dialer's
 blind transfer (REFER).  What the dialer cannot do raises
@@ -53,6 +54,7 @@ from voxgate.tenants.dial_policy import DialPolicies, Refused
 from voxgate.tenants.errors import InvalidInput, NotFound, TenantsError
 from voxgate.tenants.ids import new_id
 from voxgate.tenants.models import Quotas
+from voxgate.tenants.transfer_targets import TransferTargetStore, UnknownTransferTarget
 from voxgate.tenants.trunks import Trunk, TrunkCredentials, TrunkStore
 
 log = logging.getLogger("voxgate.outbound")
@@ -184,6 +186,7 @@ class Orchestrator:
         self._services = services
         self._policies = DialPolicies(services.store, services.numbers)
         self._trunks = TrunkStore(services.store, services.secrets)
+        self._targets = TransferTargetStore(services.store)
         self._records = records
         self._control = control
         self.twilio = twilio
@@ -380,9 +383,17 @@ class Orchestrator:
     ) -> str:
         """Blind-transfer a live call to ``target``; returns the dialled +E.164 number.
 
-        Raises :class:`DialRefused` (audited) or :class:`TransferFailed`.
+        ``target`` is a number or the name of one of the tenant's transfer targets
+        (:mod:`voxgate.tenants.transfer_targets`).  Raises :class:`DialRefused`
+        (audited) or :class:`TransferFailed`.
         """
-        verdict = await self._policies.check(tenant_id, target, actor=actor, purpose="transfer")
+        try:
+            destination = await self._targets.resolve(tenant_id, target)
+        except UnknownTransferTarget as exc:
+            raise TransferFailed(str(exc)) from None
+        verdict = await self._policies.check(
+            tenant_id, destination, actor=actor, purpose="transfer"
+        )
         if isinstance(verdict, Refused):
             raise DialRefused(verdict)
         kind = provider or self._providers.get(call_id)

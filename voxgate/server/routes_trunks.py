@@ -3,6 +3,8 @@
 * ``GET/POST …/trunks``, ``GET/PATCH/DELETE …/trunks/{trunk_id}``: trunk CRUD
   with the live registration status (passwords are write-only);
 * ``GET/PUT …/dial-policy``: the toll-fraud allowlist;
+* ``GET/PUT …/transfer-targets``: names a flow's ``transfer`` node may use
+  (``"operator"`` -> ``+1…``), each still subject to the dial policy;
 * ``POST …/calls`` ``{"to", "from"?, "agent_id", "via"}``: place a call
   through the :class:`~voxgate.server.outbound.Orchestrator`.
 
@@ -32,6 +34,7 @@ from voxgate.server.twilio_rest import TwilioRest
 from voxgate.sip.registration import RegistrationStatus
 from voxgate.tenants.dial_policy import DialPolicies, DialPolicy, DialPolicyView
 from voxgate.tenants.models import E164
+from voxgate.tenants.transfer_targets import TransferTargets, TransferTargetStore
 from voxgate.tenants.trunks import Trunk, TrunkCreate, TrunkStore, TrunkUpdate
 
 BASE = "/tenants/{tenant_id}/api"
@@ -196,6 +199,22 @@ def register(table: RouteTable) -> None:
         policies = _policies(call)
         await policies.put(call.tenant_id, call.body, call.actor)
         return await policies.view(call.tenant_id)
+
+    @table.route(
+        "GET", f"{BASE}/transfer-targets", auth=Auth.TENANT, response=TransferTargets,
+        tags=tags, summary="Named transfer targets of the tenant's flows",
+    )  # fmt: skip
+    async def get_transfer_targets(call: Call[None]) -> TransferTargets:
+        return await TransferTargetStore(call.request.app[SERVICES].store).get(call.tenant_id)
+
+    @table.route(
+        "PUT", f"{BASE}/transfer-targets", auth=Auth.TENANT, body=TransferTargets,
+        response=TransferTargets, tags=tags,
+        summary="Replace the named transfer targets (name -> +E.164 number)",
+    )  # fmt: skip
+    async def put_transfer_targets(call: Call[TransferTargets]) -> TransferTargets:
+        store = TransferTargetStore(call.request.app[SERVICES].store)
+        return await store.put(call.tenant_id, call.body, call.actor)
 
     @table.route(
         "POST", f"{BASE}/calls", auth=Auth.TENANT, body=CallCreate, response=OutboundCall,

@@ -7,7 +7,10 @@ worker records only heard text in the transcript. Outbound, ``AudioOut``
 chunks are queued for paced playout with their marks, ``Interrupt`` becomes
 ``channel.clear()`` at once (the frame clock sends Twilio's ``clear`` on its
 next tick), ``Hangup`` waits until the caller has heard what was queued,
-``Transfer`` asks the transport. Turns and events go to the call record and
+``Transfer`` asks the outbound orchestrator (Twilio ``<Dial>`` by call update, SIP
+REFER) once the caller heard the words before it; a refused or failed transfer
+is reported back as ``TransferResult`` and the worker runs its fallback (an
+apology, then a hangup) while the call stays up. Turns and events go to the call record and
 to the tenant's Redis pub/sub channel ``vg:{tenant}:events`` through a bounded
 per-call writer, so storage never holds up audio.
 
@@ -31,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 from aiohttp import web
@@ -45,7 +48,6 @@ from voxgate.media.channel import (
     InboundAudio,
     MarkReached,
     MediaChannel,
-    TransferNotSupported,
 )
 from voxgate.media.dtmf import DtmfEvent
 from voxgate.media.outqueue import OutboundQueueFull
@@ -63,11 +65,13 @@ from voxgate.tenants.models import Agent, Quotas
 
 __all__ = [
     "HANGUP_MARK",
+    "CallTransfer",
     "FlowAgentFactory",
     "FlowWorkerAgent",
     "PromptPublisher",
     "RecordSink",
     "SpeechRuntime",
+    "TransferError",
     "TurnSink",
     "events_channel",
     "install_flow_agents",
@@ -79,6 +83,20 @@ HANGUP_MARK = "vg-hangup"
 HANGUP_WAIT_MAX = 120.0
 """Longest wait for queued audio to play out before an agent hangup (bounded)."""
 SINK_QUEUE = 512
+
+
+class TransferError(Exception):
+    """A transfer did not happen; ``code`` is stable (``dial_refused``, ``transfer_failed``…)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+CallTransfer = Callable[[str], Awaitable[str]]
+"""Transfers this call to a target (a number or target name); returns the dialled
+number or raises :class:`TransferError`."""
 
 
 class PromptCacheError(ValueError):
@@ -214,11 +232,13 @@ class FlowWorkerAgent:
         start: ipc.StartCall,
         quotas: Callable[[], Awaitable[Quotas]],
         sink: TurnSink,
+        transfer: CallTransfer | None = None,
     ) -> None:
         self._sup = supervisor
         self._start = start
         self._quotas = quotas
         self._sink = sink
+        self._transfer = transfer
         self._hangup_heard = asyncio.Event()
         self.lease: CallLease | None = None
         self.end_reason: EndReason | None = None
@@ -326,15 +346,8 @@ class FlowWorkerAgent:
                 await self._hangup_after_audio(channel)
                 return
             elif isinstance(event, ipc.Transfer):
-                sink.event(call_id, "transfer", event.target)
-                await self._hangup_after_audio(channel, hang=False)
-                try:
-                    await channel.transfer(event.target)
-                    self.end_reason = EndReason.TRANSFER
-                except TransferNotSupported:
-                    sink.event(call_id, "transfer_failed", "transport cannot transfer")
-                    await self._end(channel, EndReason.AGENT_HANGUP)
-                return
+                if await self._transfer_call(channel, lease, event.target):
+                    return
             elif isinstance(event, ipc.Error):
                 sink.event(call_id, "worker_error", f"{event.code}: {event.message}")
                 await self._end(channel, EndReason.WORKER_LOST)
@@ -347,9 +360,39 @@ class FlowWorkerAgent:
                 await self._end(channel, EndReason.WORKER_LOST)
                 return
 
+    async def _transfer_call(self, channel: MediaChannel, lease: CallLease, target: str) -> bool:
+        """Transfer once the caller heard what is queued; True when the call left us.
+
+        On failure the worker hears ``TransferResult(ok=False)`` and the call goes on.
+        """
+        call_id = self.call_id
+        self._sink.event(call_id, "transfer_requested", target)
+        await self._hangup_after_audio(channel, hang=False)
+        if channel.closed:
+            return True  # the caller hung up while the last words played
+        try:
+            if self._transfer is None:
+                raise TransferError("unavailable", "transfers are not enabled for this call")
+            number = await self._transfer(target)
+        except TransferError as exc:
+            log.info("call %s: transfer to %r failed: %s", call_id, target, exc)
+            self._sink.event(call_id, "transfer_failed", str(exc))
+            await lease.send(ipc.TransferResult(call_id=call_id, ok=False, reason=exc.code))
+            return False
+        self._sink.event(call_id, "transferred", number)
+        self.end_reason = EndReason.TRANSFER
+        with contextlib.suppress(Exception):
+            await lease.send(ipc.TransferResult(call_id=call_id, ok=True))
+        # Twilio: the call already runs the <Dial> TwiML, closing the stream is ours;
+        # SIP: the gateway hung up our leg after the REFER took (then this is a no-op).
+        await self._end(channel, EndReason.TRANSFER)
+        return True
+
     async def _hangup_after_audio(self, channel: MediaChannel, *, hang: bool = True) -> None:
         """Wait (bounded) until the caller heard what is queued, then hang up."""
         if channel.has_pending_audio:
+            # A second wait (the fallback after a failed transfer) needs a fresh signal.
+            self._hangup_heard.clear()
             with contextlib.suppress(OutboundQueueFull, ChannelClosedError):
                 channel.mark(HANGUP_MARK)
                 with contextlib.suppress(TimeoutError):
@@ -467,10 +510,12 @@ class FlowAgentFactory:
         data_dir: Path | None = None,
         prompts: PromptPublisher | None = None,
         settings: ipc.CallSettings | None = None,
+        transfer: Callable[[Call, str], Awaitable[str]] | None = None,
     ) -> None:
         self.supervisor = supervisor
         self._quotas = quotas
         self._sink = sink
+        self._transfer = transfer
         self._data_dir = data_dir
         self._prompts = prompts
         self._settings = settings or ipc.CallSettings()
@@ -497,7 +542,16 @@ class FlowAgentFactory:
         async def quotas() -> Quotas:
             return await self._quotas(tenant_id)
 
-        return FlowWorkerAgent(self.supervisor, start, quotas, self._sink(tenant_id))
+        transfer: CallTransfer | None = None
+        if self._transfer is not None:
+            transfer_fn = self._transfer
+
+            async def transfer(target: str) -> str:
+                return await transfer_fn(call, target)
+
+        return FlowWorkerAgent(
+            self.supervisor, start, quotas, self._sink(tenant_id), transfer=transfer
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,8 +594,30 @@ def install_flow_agents(
     def sink(tenant_id: str) -> TurnSink:
         return RecordSink(tenant_id, calls.records, services.store.redis)
 
+    async def transfer(call: Call, target: str) -> str:
+        # The orchestrator exists only once the app started (install_outbound).
+        from voxgate.server.outbound import OutboundError
+        from voxgate.server.routes_trunks import OUTBOUND
+
+        parts = app.get(OUTBOUND)
+        orchestrator = parts.orchestrator if parts is not None else None
+        if orchestrator is None:
+            raise TransferError("unavailable", "outbound calls are not enabled on this server")
+        provider: Literal["twilio", "sip"] = "twilio" if call.provider == "twilio" else "sip"
+        try:
+            return await orchestrator.transfer(
+                call.tenant_id, call.call_id, target, provider=provider
+            )
+        except OutboundError as exc:
+            raise TransferError(exc.code, exc.message) from None
+
     factory = FlowAgentFactory(
-        supervisor, quotas=quotas, sink=sink, data_dir=data_dir, prompts=prompts
+        supervisor,
+        quotas=quotas,
+        sink=sink,
+        data_dir=data_dir,
+        prompts=prompts,
+        transfer=transfer,
     )
     calls.agents.register("flow", factory)
     services.status.register_workers(supervisor.status_workers)
