@@ -281,3 +281,12 @@ def test_random_frames_never_raise(frames: list[str | bytes], t0: float) -> None
         json.dumps({"event": "mark", "streamSid": SID, "mark": {"name": "m"}}), now
     ) in ([MarkEcho("m")], [])
     msgspec.json.decode(state.media_message(b"\xff" * 160))
+
+
+def test_media_message_bytes_matches_the_text_form() -> None:
+    state = TwilioStreamState()
+    with pytest.raises(StreamNotStarted):
+        state.media_message_bytes(b"\x00")
+    state.feed(start(sid='MZ"quoted'), 0.0)
+    for frame in (b"\x01\x02" * 80, bytes(range(160)), b"\xff"):
+        assert state.media_message_bytes(frame) == state.media_message(frame).encode()

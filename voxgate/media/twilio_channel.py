@@ -91,8 +91,9 @@ class TwilioMediaChannel(PacedChannel):
 
 class DirectTwilioMediaChannel(TwilioMediaChannel):
     """``TwilioMediaChannel`` whose media and marks go out through a synchronous
-    ``send_now`` (which raises ``ConnectionError``/``OSError`` when the socket
-    is gone or its peer stopped reading); clears and close stay coroutines."""
+    ``send_now`` taking one UTF-8 text frame's bytes (it raises
+    ``ConnectionError``/``OSError`` when the socket is gone or its peer stopped
+    reading); clears and close stay coroutines."""
 
     writes_without_waiting = True
 
@@ -103,7 +104,7 @@ class DirectTwilioMediaChannel(TwilioMediaChannel):
         state: TwilioStreamState,
         send_text: Callable[[str], Awaitable[None]],
         close_socket: Callable[[], Awaitable[None]],
-        send_now: Callable[[str], None],
+        send_now: Callable[[bytes], None],
         *,
         recorder: CallRecorder | None = None,
         inbox_limit: int = 250,
@@ -122,9 +123,9 @@ class DirectTwilioMediaChannel(TwilioMediaChannel):
         self._send_now = send_now
 
     def _write_frame_now(self, ulaw: bytes) -> None:
-        self._send_now(self.state.media_message(ulaw))
+        self._send_now(self.state.media_message_bytes(ulaw))
         if self.recorder is not None:
             self.recorder.agent_ulaw(ulaw, time.monotonic())
 
     def _write_mark_now(self, name: str) -> None:
-        self._send_now(self.state.mark_message(name))
+        self._send_now(self.state.mark_message(name).encode())

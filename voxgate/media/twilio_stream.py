@@ -234,6 +234,7 @@ class TwilioStreamState:
         self._anchor_ts = 0.0  # timestamp just after the last *received* audio
         self._anchor_now = 0.0  # when that audio arrived
         self._media_prefix = ""
+        self._media_prefix_bytes = b""
         self._mark_prefix = ""
         self._clear_message = ""
 
@@ -319,6 +320,7 @@ class TwilioStreamState:
         self.phase = StreamPhase.STREAMING
         sid_json = _ENCODER.encode(sid).decode()
         self._media_prefix = '{"event":"media","streamSid":' + sid_json + ',"media":{"payload":"'
+        self._media_prefix_bytes = self._media_prefix.encode()
         self._mark_prefix = '{"event":"mark","streamSid":' + sid_json + ',"mark":{"name":'
         self._clear_message = '{"event":"clear","streamSid":' + sid_json + "}"
         self._anchor_now = now
@@ -412,6 +414,13 @@ class TwilioStreamState:
         if not self._media_prefix:
             raise StreamNotStarted("no stream yet: outbound messages need the streamSid")
         return self._media_prefix + base64.b64encode(ulaw).decode("ascii") + '"}}'
+
+    def media_message_bytes(self, ulaw: bytes) -> bytes:
+        """``media_message`` as UTF-8 bytes, built without a str round trip
+        (the per-frame form for transports that write bytes)."""
+        if not self._media_prefix_bytes:
+            raise StreamNotStarted("no stream yet: outbound messages need the streamSid")
+        return self._media_prefix_bytes + base64.b64encode(ulaw) + b'"}}'
 
     def mark_message(self, name: str) -> str:
         if not self._mark_prefix:

@@ -469,14 +469,13 @@ class MediaSession:
         self._stall: asyncio.TimerHandle | None = None
         self._channel: TwilioMediaChannel | None = None
 
-    def _send_now(self, text: str) -> None:
-        """Write one text frame to the socket now (the clock's media path)."""
+    def _send_now(self, data: bytes) -> None:
+        """Write one text frame (UTF-8 bytes) to the socket now (the clock's media path)."""
         transport = self.transport
         if transport is None or self.ws.closed or transport.is_closing():
             raise ConnectionResetError("media socket closed")
         if transport.get_write_buffer_size() > MAX_WRITE_BACKLOG:
             raise ConnectionError("media socket peer is not reading")
-        data = text.encode()
         size = len(data)
         if size < 126:
             header = bytes((_WS_TEXT, size))
