@@ -8,6 +8,7 @@ from aiohttp import WSCloseCode, web
 
 import voxgate
 from voxgate.server import (
+    routes_analytics,
     routes_calls,
     routes_meta,
     routes_preview,
@@ -49,6 +50,7 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_trunks.register,
     routes_sip.register,
     routes_preview.register,
+    routes_analytics.register,
 )
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -83,6 +85,7 @@ def create_app(
     app[OPENAPI] = OpenApiDocument(table, title="voxgate", version=voxgate.__version__)
     app.on_shutdown.append(_close_sockets)
     install_calls(app)
+    routes_analytics.install_call_events(app)
     install_flow_agents(app)
     install_outbound(app)
     return app

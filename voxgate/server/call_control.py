@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -46,6 +47,7 @@ __all__ = [
     "Admission",
     "CallControl",
     "CallMetrics",
+    "CallObserver",
     "CallRuntime",
     "LiveCall",
     "MeasuredFrameClock",
@@ -121,6 +123,17 @@ class LiveCall:
     recorder: CallRecorder | None = None
 
 
+class CallObserver(Protocol):
+    """Told when a call's media connects and when the call leaves the registry.
+
+    Called synchronously from the registry: must not block (queue and return).
+    """
+
+    def started(self, live: LiveCall) -> None: ...
+
+    def ended(self, live: LiveCall) -> None: ...
+
+
 class CallMetrics:
     """Prometheus series of the call layer, in the app's registry."""
 
@@ -188,6 +201,7 @@ class CallControl:
         self.frames_in_done = 0
         self.frames_out_done = 0
         self.inbound_dropped_done = 0
+        self.observers: list[CallObserver] = []
 
     # -- admission -----------------------------------------------------------
     @property
@@ -266,10 +280,14 @@ class CallControl:
                 reserved_until=0.0,
             )
             self._add(live)
+        connected = live.call is None
         live.call = call
         live.channel = channel
         live.recorder = recorder
         live.admitted_at = call.answered_at or live.admitted_at
+        if connected:
+            for observer in self.observers:
+                observer.started(live)
         return live
 
     def release(self, call_id: str) -> None:
@@ -289,6 +307,9 @@ class CallControl:
         if live.call is not None and self.metrics is not None:
             reason = live.call.end_reason or EndReason.ERROR
             self.metrics.ended.labels(live.provider, reason.value).inc()
+        if live.call is not None:  # reservations that never connected are no call
+            for observer in self.observers:
+                observer.ended(live)
         if not self._calls:
             self._idle.set()
 
