@@ -111,7 +111,7 @@ async def test_admin_routes_refuse_others(api: Api) -> None:
 
 async def test_system_metrics_ws(api: Api) -> None:
     url = api.served.ws + "/system/metrics/ws"
-    async with api.session.ws_connect(url, headers=bearer(api.admin), timeout=10) as ws:
+    async with api.session.ws_connect(url, headers=bearer(api.admin)) as ws:
         message = await ws.receive(timeout=10)
         assert message.type == aiohttp.WSMsgType.TEXT
         assert isinstance(json.loads(message.data), dict)

@@ -3,8 +3,9 @@
 Start-up order is fixed so the ready file never lies: store → master key →
 admin token → HTTP listener → every extra listener (SIP UDP/TCP once they
 exist, registered as :class:`ListenerHook`) → ready file.  Shutdown reverses
-it: stop accepting, run drain hooks for live calls (bounded by
-``drain_timeout``), close listeners, HTTP, store.
+it: refuse new calls and run drain hooks for live calls (bounded by
+``drain_timeout``; HTTP still answers, with fallbacks), then close HTTP,
+listeners, store.
 """
 
 from __future__ import annotations
@@ -210,9 +211,9 @@ class Server:
         """Graceful stop: refuse new work, let live calls finish (bounded), close all."""
         if self._services is not None:
             self._services.status.draining = True
-        if self._site is not None:
-            await self._site.stop()  # no new HTTP connections from here on
-            self._site = None
+        # HTTP keeps listening while calls drain: a Twilio webhook arriving now
+        # must get the fallback TwiML (not a refused connection), and the API
+        # and status stay readable.  New calls are refused by the drain hooks.
         if self.drain_hooks:
             timeout = self.config.drain_timeout
             try:
@@ -220,6 +221,9 @@ class Server:
                     await asyncio.gather(*(hook(timeout) for hook in self.drain_hooks))
             except TimeoutError:
                 log.warning("drain did not finish within %.1f s; stopping anyway", timeout)
+        if self._site is not None:
+            await self._site.stop()  # no new HTTP connections from here on
+            self._site = None
         await self._teardown()
 
     async def _teardown(self) -> None:
