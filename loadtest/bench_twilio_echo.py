@@ -59,6 +59,19 @@ class Step(msgspec.Struct, kw_only=True):
     caller_gaps: int
     caller_cpu_percent: float = 0.0
     load_average: float = 0.0  # 1-minute load average at the end of the window
+    # Time the server's event-loop thread was runnable but waiting for its
+    # core (other processes on it), per second of the window: a contended
+    # core shows up here, not as the server's CPU.
+    server_runq_wait_ms_per_s: float | None = None
+
+
+def runqueue_wait(pid: int) -> float | None:
+    """Seconds the thread ``pid`` has spent runnable but not running (Linux schedstat)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        return int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 _SAMPLE = re.compile(r"^([a-z_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+|NaN)$")
@@ -158,9 +171,11 @@ async def run_step(
     await asyncio.sleep(ramp + 1.0)
     steady = await scrape(session, http)
     rss_before_window = server.memory_info().rss
+    wait0 = runqueue_wait(server.pid)
     cpu0, own0, t0 = server.cpu_times(), me.cpu_times(), time.monotonic()
     await asyncio.sleep(max(1.0, hold - 3.0))
     cpu1, own1, t1 = server.cpu_times(), me.cpu_times(), time.monotonic()
+    wait1 = runqueue_wait(server.pid)
     load = os.getloadavg()[0]
     rss_steady = max(server.memory_info().rss, rss_before_window)
     middle = await scrape(session, http)
@@ -197,6 +212,9 @@ async def run_step(
         caller_gaps=summary.gaps,
         caller_cpu_percent=round(own / (t1 - t0) * 100, 1),
         load_average=round(load, 2),
+        server_runq_wait_ms_per_s=(
+            None if wait0 is None or wait1 is None else round((wait1 - wait0) / (t1 - t0) * 1000, 1)
+        ),
     )
 
 
@@ -295,8 +313,8 @@ def render(steps: Sequence[Step]) -> str:
     lines = [
         "| N | completed | lateness p50 ≤ ms | p99 ≤ ms | max ≤ ms | dropped in | skipped slots "
         "| server CPU % | CPU %/call | RSS KB/call | caller send p99 ms | caller gaps "
-        "| caller CPU % | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| caller CPU % | load avg | server run-queue wait ms/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in steps:
         lines.append(
@@ -304,7 +322,7 @@ def render(steps: Sequence[Step]) -> str:
             f"| {s.lateness_max_ms} | {s.inbound_dropped} | {s.skipped_slots} "
             f"| {s.server_cpu_percent} | {s.cpu_percent_per_call} | {s.rss_kb_per_call} "
             f"| {s.caller_send_lateness_p99_ms} | {s.caller_gaps} "
-            f"| {s.caller_cpu_percent} | {s.load_average} |"
+            f"| {s.caller_cpu_percent} | {s.load_average} | {s.server_runq_wait_ms_per_s} |"
         )
     return "\n".join(lines)
 

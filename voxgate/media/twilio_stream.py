@@ -63,7 +63,10 @@ class _StartBody(msgspec.Struct, rename="camel"):
     media_format: _MediaFormat = msgspec.field(default_factory=_MediaFormat)
 
 
-class _MediaBody(msgspec.Struct):
+# Per-frame structs hold only scalars, so they can never be part of a
+# reference cycle: ``gc=False`` keeps ~50 allocations per call per second out
+# of the cyclic collector's counts (fewer collections, shorter pauses).
+class _MediaBody(msgspec.Struct, gc=False):
     payload: bytes  # msgspec decodes base64 straight into bytes
     track: str = "inbound"
     chunk: _Num | None = None
@@ -75,7 +78,7 @@ class _DtmfBody(msgspec.Struct):
     track: str = "inbound_track"
 
 
-class _MarkBody(msgspec.Struct):
+class _MarkBody(msgspec.Struct, gc=False):
     name: str
 
 
@@ -95,7 +98,7 @@ class _Start(msgspec.Struct, tag_field="event", tag="start", rename="camel"):
     sequence_number: _Num | None = None
 
 
-class _Media(msgspec.Struct, tag_field="event", tag="media", rename="camel"):
+class _Media(msgspec.Struct, tag_field="event", tag="media", rename="camel", gc=False):
     media: _MediaBody
     stream_sid: str = ""
     sequence_number: _Num | None = None
@@ -107,7 +110,7 @@ class _Dtmf(msgspec.Struct, tag_field="event", tag="dtmf", rename="camel"):
     sequence_number: _Num | None = None
 
 
-class _Mark(msgspec.Struct, tag_field="event", tag="mark", rename="camel"):
+class _Mark(msgspec.Struct, tag_field="event", tag="mark", rename="camel", gc=False):
     mark: _MarkBody
     stream_sid: str = ""
     sequence_number: _Num | None = None
@@ -143,14 +146,14 @@ class StreamStarted(msgspec.Struct, frozen=True):
     custom_parameters: dict[str, str]
 
 
-class InboundMedia(msgspec.Struct):
+class InboundMedia(msgspec.Struct, gc=False):
     """160 bytes of caller µ-law; ``synthetic`` for silence filling a gap."""
 
     payload: bytes
     synthetic: bool = False
 
 
-class MarkEcho(msgspec.Struct, frozen=True):
+class MarkEcho(msgspec.Struct, frozen=True, gc=False):
     name: str
 
 
