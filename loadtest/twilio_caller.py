@@ -133,6 +133,9 @@ class Twiml(msgspec.Struct, frozen=True):
     fallback_verbs: tuple[str, ...] = ()  # what runs after the stream ends
     say: tuple[str, ...] = ()
     dial: str | None = None
+    # <Connect action>: Twilio asks this URL what to do once the stream ends
+    # (and never reaches the verbs after <Connect>).
+    action: str | None = None
 
 
 def parse_twiml(text: str | bytes) -> Twiml:
@@ -152,6 +155,7 @@ def parse_twiml(text: str | bytes) -> Twiml:
     fallback: list[str] = []
     say: list[str] = []
     dial: str | None = None
+    action: str | None = None
     for verb in root:
         verbs.append(verb.tag)
         if stream_url is not None:
@@ -171,6 +175,8 @@ def parse_twiml(text: str | bytes) -> Twiml:
                 raise TwimlError("<Stream> without url")
             stream_url = url
             bidirectional = verb.tag == "Connect"
+            if bidirectional:
+                action = verb.get("action") or None
             for p in stream.findall("Parameter"):
                 name = p.get("name")
                 if name is None:
@@ -184,6 +190,7 @@ def parse_twiml(text: str | bytes) -> Twiml:
         fallback_verbs=tuple(fallback),
         say=tuple(say),
         dial=dial,
+        action=action,
     )
 
 
@@ -296,6 +303,8 @@ class CallReport(msgspec.Struct, kw_only=True):
     error: str | None = None
     twiml_verbs: tuple[str, ...] = ()
     fallback_verbs: tuple[str, ...] = ()
+    # What the <Connect action> answered after the server ended the stream.
+    action_verbs: tuple[str, ...] = ()
     webhook_ms: float | None = None
     connect_ms: float | None = None
     first_agent_audio_ms: float | None = None  # first media frame -> first audible agent media
@@ -864,6 +873,46 @@ async def _call(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await receiver
         stream.finish()
+    if report.ended_by == "server" and twiml.action is not None:
+        await _follow_action(config, session, twiml.action, report)
+
+
+async def _follow_action(
+    config: CallerConfig, session: aiohttp.ClientSession, action: str, report: CallReport
+) -> None:
+    """Like Twilio once a <Connect action> stream ends: post the signed call
+    parameters to the action URL and note the verbs it answers."""
+    form = webhook_form(
+        account_sid=config.account_sid,
+        call_sid=report.call_sid,
+        from_number=config.from_number,
+        to=config.to,
+    )
+    form["CallStatus"] = "in-progress"
+    headers = {"X-Twilio-Signature": compute_signature(config.auth_token, action, form)}
+    public = (config.public_url or config.url).rstrip("/")
+    local = action
+    if action.startswith(public + "/"):
+        local = config.url.rstrip("/") + action[len(public) :]
+    try:
+        async with session.post(
+            local,
+            data=form,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=config.http_timeout_s),
+        ) as resp:
+            body = await resp.read()
+            status = resp.status
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        report.error = report.error or f"connect action: {exc.__class__.__name__}: {exc}"
+        return
+    if status != 200:
+        report.error = report.error or f"connect action answered HTTP {status}"
+        return
+    try:
+        report.action_verbs = parse_twiml(body).verbs
+    except TwimlError as exc:
+        report.error = report.error or f"connect action: {exc}"
 
 
 def _write_recordings(root: Path, result: CallResult) -> None:

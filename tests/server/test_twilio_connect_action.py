@@ -12,8 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from loadtest.twilio_caller import CallerConfig, run_call
 from tests.server.test_twilio_media import Peer
 from tests.server.test_twilio_webhook import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    NUMBER,
     PUBLIC_URL,
     TwilioEnv,
     post_signed,
@@ -142,3 +146,24 @@ async def test_unsigned_action_is_403(env: TwilioEnv) -> None:
 async def test_action_route_is_in_openapi(env: TwilioEnv) -> None:
     document = await (await env.client.get("/openapi.json")).json()
     assert "post" in document["paths"][ACTION]
+
+
+async def test_load_caller_follows_the_action_like_twilio(prompt_env: TwilioEnv) -> None:
+    env = prompt_env
+    config = CallerConfig(
+        url=str(env.client.make_url("")).rstrip("/"),
+        public_url=PUBLIC_URL,
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        to=NUMBER,
+        audio=("book_appointment",),
+        silence_before_s=0.0,
+        duration_s=8.0,
+        max_call_s=20.0,
+    )
+    result = await run_call(config)
+    report = result.report
+    assert report.ended_by == "server", report.error
+    assert report.error is None
+    assert report.fallback_verbs == ("Say", "Hangup")  # written, but never reached
+    assert report.action_verbs == ("Hangup",)
