@@ -319,3 +319,40 @@ async def test_analytics_feed_sees_only_own_tenant(
     await feed.close()
     calls = {e["call_id"] for e in events}
     assert sids[1] in calls and sids[0] not in calls
+
+
+async def test_flow_agent_speaks_first(server: Served, session: aiohttp.ClientSession) -> None:
+    """The contract's example flow greets the caller before the caller says anything."""
+    from tests.contract.test_http_api import FRONT_DESK
+
+    line = await provision(session, server, {"name": "Front desk", "flow": FRONT_DESK})
+    sid, _, params = await answered(session, server, line)
+    silence = b"\xff" * 160
+    async with session.ws_connect(server.ws + "/twilio/media") as ws:
+        stream = Stream(ws, sid)
+        await stream.start(params)
+
+        async def caller_silence() -> None:
+            # Twilio streams the caller's line continuously, silent or not.
+            while True:
+                await stream.media(silence)
+                await asyncio.sleep(0.02)
+
+        quiet = asyncio.get_running_loop().create_task(caller_silence())
+        try:
+            greeting = await stream.receive_media(50, within=90.0)
+        finally:
+            quiet.cancel()
+        assert len(set(greeting)) > 16, "the greeting is audible speech, not silence"
+        status, view = await call_api(
+            session, "GET", server.http + "/system/status", server.ready["admin_token"]
+        )
+        assert status == 200
+        mine = [w for w in view["workers"] if w["tenant_id"] == line.tenant]
+        assert mine, view["workers"]
+        for worker in mine:
+            assert isinstance(worker["pid"], int) and worker["pid"] > 0
+            assert isinstance(worker["calls"], int)
+            assert isinstance(worker["cpu_percent"], int | float)
+            assert isinstance(worker["rss_mb"], int | float)
+        await stream.stop()
