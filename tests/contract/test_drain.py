@@ -45,9 +45,7 @@ async def test_sigterm_drains_then_exits_zero(serve: Any) -> None:
         served.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):  # the server says when it is draining
             while True:
-                status, view = await call_api(
-                    session, "GET", served.http + "/system/status", admin
-                )
+                status, view = await call_api(session, "GET", served.http + "/system/status", admin)
                 if status == 200 and view.get("draining"):
                     break
                 await asyncio.sleep(0.05)
