@@ -14,6 +14,12 @@ Two modes: ``cached`` (a static-prompt flow whose replies were pre-rendered into
 prompt cache, as at publish time) and ``live`` (no cache: every reply synthesized
 with Piper). Stage breakdown comes from the pipeline's own turn records. Each turn is
 bounded (``--turn-timeout``); a turn that gets no reply counts as a failure.
+
+Stages: ``vad_end_offset`` (VAD's end of speech minus the fixture's), ``endpointing``
+(silence waited after VAD's end), ``decision_lag`` (wall time the endpoint decision
+ran behind the audio clock), ``stt`` (decode compute), ``stt_wait`` (decode time
+left after the endpoint; speculation hides the rest), ``nlp``, ``tts_first_chunk``
+and the pipeline's own ``end_to_end`` (from VAD's end).
 """
 
 from __future__ import annotations
@@ -129,6 +135,8 @@ class _Call:
     def __init__(self) -> None:
         self.pipeline: CallPipeline | None = None
         self.finals: list[ipc.Transcript] = []
+        self.ended: list[tuple[float, float]] = []
+        """(speech end in audio time, wall time) of each SpeechEnded."""
         self.first_audio: list[float | None] = []
         """Per caller final: wall time of the first AudioOut before the next final."""
         self.changed = asyncio.Event()
@@ -136,7 +144,9 @@ class _Call:
 
     async def send(self, frame: ipc.Frame) -> None:
         now = time.monotonic()
-        if isinstance(frame, ipc.Transcript) and frame.final and frame.role == "caller":
+        if isinstance(frame, ipc.SpeechEnded):
+            self.ended.append((frame.at, now))
+        elif isinstance(frame, ipc.Transcript) and frame.final and frame.role == "caller":
             self.finals.append(frame)
             self.first_audio.append(None)
         elif isinstance(frame, ipc.AudioOut):
@@ -217,6 +227,13 @@ async def _run_call(
                 result.stages = dict(record.latencies)
                 result.reply = record.agent_text
                 result.speculative = record.latencies["stt_wait"] < record.latencies["stt"]
+                # VAD's view of the end vs the fixture's, and how far the endpoint
+                # decision ran behind the audio clock (processing backlog).
+                result.stages["vad_end_offset"] = final.end - end_s
+                decided = t0 + final.end + record.latencies["endpointing"]
+                walls = [w for at, w in call.ended if abs(at - final.end) < 1e-6]
+                if walls:
+                    result.stages["decision_lag"] = walls[0] - decided
         results.append(result)
     if results:
         results[-1].finals += len(call.finals) - len(used)
@@ -288,7 +305,16 @@ async def run_mode(
             max_s=max(latencies),
             min_s=min(latencies),
         )
-    stage_names = ("endpointing", "stt", "stt_wait", "nlp", "tts_first_chunk", "end_to_end")
+    stage_names = (
+        "vad_end_offset",
+        "endpointing",
+        "decision_lag",
+        "stt",
+        "stt_wait",
+        "nlp",
+        "tts_first_chunk",
+        "end_to_end",
+    )
     stages: dict[str, dict[str, float]] = {}
     for name in stage_names:
         values = [r.stages[name] for r in results if name in r.stages]
