@@ -30,6 +30,7 @@ class FakeTwilio:
     requests: list[Recorded] = field(default_factory=list)
     fail_status: int | None = None
     live_calls: set[str] = field(default_factory=set)
+    any_call_live: bool = False  # calls that came in by webhook are live too
 
     async def handle(self, request: web.Request) -> web.Response:
         header = request.headers.get("Authorization", "")
@@ -59,7 +60,7 @@ class FakeTwilio:
                 {"sid": sid, "status": "queued", "to": form["To"], "from": form["From"]},
                 status=201,
             )
-        if call_sid not in self.live_calls:
+        if call_sid not in self.live_calls and not self.any_call_live:
             return web.json_response(
                 {"code": 21220, "message": "Call is not in-progress", "status": 400}, status=400
             )
