@@ -412,9 +412,12 @@ class Orchestrator:
                 await self.dialer.blind_transfer(call_id, verdict.number)
             except Exception as exc:
                 raise TransferFailed(f"SIP transfer failed: {exc}") from None
-        await self._records.append_event(
-            tenant_id, call_id, "transfer", verdict.number, at=self._clock()
-        )
+        try:
+            await self._records.append_event(
+                tenant_id, call_id, "transfer", verdict.number, at=self._clock()
+            )
+        except TenantsError as exc:  # the transfer happened; only its note is lost
+            log.warning("call %s: transfer not recorded: %s", call_id, exc)
         return verdict.number
 
     async def _transfer_twilio(self, tenant_id: str, call_sid: str, number: str) -> None:
