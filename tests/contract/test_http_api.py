@@ -278,3 +278,5 @@ async def test_errors_are_json_objects(api: Api) -> None:
         assert_error(response.status, await response.json(), 400)
     status, body = await api("GET", "/no/such/route")
     assert_error(status, body, 404)
+    status, body = await api("GET", f"/tenants/{tenant}/api/analytics/ws", key)
+    assert_error(status, body, 400)  # a feed needs a WebSocket upgrade

@@ -180,10 +180,16 @@ def register(table: RouteTable) -> None:
 async def _serve_feed(
     request: web.Request, services: Services, tenant_id: str
 ) -> web.WebSocketResponse:
-    pubsub = services.store.redis.pubsub(ignore_subscribe_messages=True)
-    async with services.store.guard():
-        await pubsub.subscribe(events_channel(tenant_id))
     ws = web.WebSocketResponse(heartbeat=30.0)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(400, "bad_request", "expected a WebSocket upgrade")
+    pubsub = services.store.redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        async with services.store.guard():
+            await pubsub.subscribe(events_channel(tenant_id))
+    except BaseException:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        raise
     sockets = request.app[SOCKETS].sockets
     try:
         await ws.prepare(request)
@@ -207,12 +213,15 @@ async def _serve_feed(
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
     except Exception as exc:  # Redis gone mid-feed: end this feed, not the server
+        if not ws.prepared:
+            raise
         log.warning("analytics feed for tenant %s ended: %s", tenant_id, exc)
     finally:
         sockets.discard(ws)
         with contextlib.suppress(Exception):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
-        await ws.close()
+        if ws.prepared:
+            await ws.close()
     return ws
 
 
