@@ -547,3 +547,45 @@ def test_random_event_sequences_never_break(events: list[tuple[str, str]]) -> No
             assert engine.next_timeout() is None
             break
         assert engine.listening
+
+
+def test_failed_transfer_follows_the_failed_port() -> None:
+    flow = flow_of(
+        [
+            {"id": "tr", "type": "transfer", "target": "operator", "text": "Connecting."},
+            {"id": "sorry", "type": "say", "text": "Nobody is free. Anything else?"},
+            {"id": "i", "type": "intent"},
+            {"id": "bye", "type": "hangup", "text": "Goodbye."},
+        ],
+        [
+            ("start", "next", "tr"),
+            ("tr", "failed", "sorry"),
+            ("sorry", "next", "i"),
+            ("i", "no", "bye"),
+            ("i", "fallback", "bye"),
+        ],
+        intents=[{"name": "no", "examples": ["no thanks", "nothing else"]}],
+    )
+    engine = FlowEngine(flow)
+    actions = engine.start(0.0)
+    assert says(actions) == ["Connecting."]
+    assert actions[-1] == Transfer("operator", "tr")
+    assert engine.finished
+    actions = engine.on_transfer_failed(3.0)
+    assert says(actions) == ["Nobody is free. Anything else?"]
+    assert isinstance(actions[-1], Listen) and engine.listening
+    assert engine.on_transfer_failed(4.0) == []  # one failure per transfer
+    engine.on_prompt_played(5.0)
+    assert says(engine.on_utterance("no thanks", 6.0)) == ["Goodbye."]
+    assert engine.finished
+
+
+def test_failed_transfer_without_a_failed_edge_leaves_the_ending_to_the_owner() -> None:
+    flow = flow_of(
+        [{"id": "tr", "type": "transfer", "target": "+15550100"}],
+        [("start", "next", "tr")],
+    )
+    engine = FlowEngine(flow)
+    assert engine.start(0.0) == [Transfer("+15550100", "tr")]
+    assert engine.on_transfer_failed(1.0) == []
+    assert engine.finished

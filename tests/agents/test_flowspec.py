@@ -144,7 +144,7 @@ def test_ports_by_node_type() -> None:
     assert node_ports(by_id["k"], flow) == ("found", "not_found")
     assert node_ports(by_id["w"], flow) == ("success", "error")
     assert node_ports(by_id["x"], flow) == ("next",)
-    assert node_ports(by_id["t"], flow) == ()
+    assert node_ports(by_id["t"], flow) == ("failed",)
     assert node_ports(by_id["h"], flow) == ()
     # the added nodes have no incoming edges: each is reported, none is an error
     unreachable = {w.path for w in warnings if "unreachable" in w.message}
@@ -325,3 +325,22 @@ def test_near_valid_documents(nodes: list[Any], edges: list[Any], intents: list[
     else:
         # anything accepted survives a round trip unchanged
         assert parse_flow(flow_to_dict(flow))[0] == flow
+
+
+def test_transfer_nodes_have_a_failed_port_only() -> None:
+    base = {
+        "schema": "flowspec/1",
+        "id": "t",
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "tr", "type": "transfer", "target": "operator"},
+            {"id": "bye", "type": "hangup"},
+        ],
+    }
+    edges = [{"id": "e1", "source": "start", "port": "next", "target": "tr"}]
+    failed = {"id": "e2", "source": "tr", "port": "failed", "target": "bye"}
+    parse_flow({**base, "edges": [*edges, failed]})
+    bad = {**base, "edges": [*edges, {**failed, "port": "next"}]}
+    with pytest.raises(FlowValidationError) as info:
+        parse_flow(bad)
+    assert info.value.path == "$.edges[1].port"

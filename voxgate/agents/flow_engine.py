@@ -282,6 +282,7 @@ class FlowEngine:
         self._digit_deadline: float | None = None
         self._request_seq = 0
         self._pending_request: str | None = None
+        self._transfer_node: str | None = None  # asked for a transfer from here
         self._pending_deadline: float | None = None
 
     # --- public API ------------------------------------------------------------
@@ -380,6 +381,20 @@ class FlowEngine:
             if d is not None
         ]
         return min(deadlines) if deadlines else None
+
+    def on_transfer_failed(self, now: float) -> list[Action]:
+        """The transfer this flow asked for did not happen: follow its ``failed`` port.
+
+        Returns no actions when the transfer node has no ``failed`` edge (or no
+        transfer is outstanding); the owner then ends the call its own way.
+        """
+        node_id, self._transfer_node = self._transfer_node, None
+        if node_id is None or (node_id, "failed") not in self._graph.edges:
+            return []
+        turn = _Turn(now)
+        self._state = State.IDLE
+        self._follow(self._graph.nodes[node_id], "failed", turn)
+        return turn.actions
 
     def on_timer(self, now: float) -> list[Action]:
         """Handle every deadline that is due at ``now``."""
@@ -546,6 +561,7 @@ class FlowEngine:
             if node.text:
                 self._say(node.text, node.id, turn, barge_in=False)
             self._finish(Transfer(self._render(node.target), node.id), turn)
+            self._transfer_node = node.id
             return None
         if isinstance(node, HangupNode):
             if node.text:

@@ -207,6 +207,12 @@ class WebhookNode(_NodeBase, frozen=True, tag="webhook"):
 
 
 class TransferNode(_NodeBase, frozen=True, tag="transfer"):
+    """Hands the call to ``target`` (a tenant's named target or an E.164 number).
+
+    A refused or failed transfer leaves through the ``failed`` port when it is
+    wired; otherwise the call ends with an apology.
+    """
+
     target: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     text: Text | None = None
 
@@ -295,7 +301,9 @@ def node_ports(node: Node, flow: FlowSpec) -> tuple[str, ...]:
         return ("success", "error")
     if isinstance(node, LlmNode | SubflowNode):
         return ("next", "error")
-    return ()  # transfer, hangup: the call leaves the flow
+    if isinstance(node, TransferNode):
+        return ("failed",)  # the call stays with the agent when the transfer fails
+    return ()  # hangup: the call leaves the flow
 
 
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")

@@ -252,13 +252,18 @@ class CallPipeline:
         self._apply(self._engine.on_dtmf(digit, self._clock()))
 
     def on_transfer_result(self, ok: bool, reason: str) -> None:
-        """The core's answer to our ``Transfer``; a failed one gets an apology, then a hangup.
+        """The core's answer to our ``Transfer``.
 
-        The flow left at its transfer node (it has no way on), so the fallback is ours.
+        A failed transfer follows the flow's ``failed`` port when it has one;
+        otherwise the caller hears an apology and the call ends.
         """
         if ok:
             return
         log.info("call %s: transfer failed (%s)", self.call_id, reason)
+        flow_fallback = self._engine.on_transfer_failed(self._clock())
+        if flow_fallback:
+            self._apply(flow_fallback)
+            return
         text = self.settings.transfer_failed_text
         node = "transfer_failed"
         actions: list[Action] = [Say(text, False, False, node)] if text else []
