@@ -121,9 +121,9 @@ class _CallerOutcome(msgspec.Struct, kw_only=True):
     gaps: int
 
 
-async def _drive(config: CallerConfig, caller: str) -> _CallerOutcome:
+async def _drive(config: CallerConfig, caller: str, phases: int = 10) -> _CallerOutcome:
     if caller == "fleet":
-        fleet = await run_fleet(config)
+        fleet = await run_fleet(config, phases=phases)
         if fleet.errors:
             print(f"caller errors: {fleet.errors[:5]}", file=sys.stderr, flush=True)
         return _CallerOutcome(
@@ -148,6 +148,7 @@ async def run_step(
     n: int,
     hold: float,
     caller: str = "fleet",
+    phases: int = 10,
 ) -> Step:
     ramp = min(10.0, max(2.0, n / 30))
     config = CallerConfig(
@@ -165,7 +166,7 @@ async def run_step(
         deadline_s=2 * ramp + hold + 60,
     )
     before = await scrape(session, http)
-    calls = asyncio.ensure_future(_drive(config, caller))
+    calls = asyncio.ensure_future(_drive(config, caller, phases))
     me = psutil.Process()
     # Steady state: every call is up between ``ramp`` and ``ramp + hold``.
     await asyncio.sleep(ramp + 1.0)
@@ -270,12 +271,15 @@ async def bench(
     caller_cpu: int,
     caller: str = "fleet",
     priority: int = 0,
+    phases: int = 10,
+    realtime: int = 0,
 ) -> list[Step]:
     os.sched_setaffinity(0, {caller_cpu})
     data_dir = Path(tempfile.mkdtemp(prefix="vg-bench-"))
     ready_file = data_dir / "ready.json"
     env = {**os.environ, "VOXGATE_ADMIN_TOKEN": ADMIN, "VOXGATE_LOG_LEVEL": "warning"}
     proc = await asyncio.create_subprocess_exec(
+        *(("chrt", "-f", str(realtime)) if realtime else ()),
         "nice", "-n", str(priority), "taskset", "-c", str(server_cpu), sys.executable, "-c",
         "from voxgate.server.cli import main; raise SystemExit(main())",
         "serve", "--http-port", "0", "--sip-port", "0", "--data-dir", str(data_dir / "data"),
@@ -286,6 +290,11 @@ async def bench(
         # The caller too (after spawning the server, which got ``nice -n``):
         # neither side is then preempted by unrelated jobs on a shared host.
         os.setpriority(os.PRIO_PROCESS, 0, priority)
+    if realtime:
+        # SCHED_FIFO: on a shared host a nice value still leaves each wake-up
+        # waiting for a competitor's time slice; the kernel caps real-time
+        # tasks at 95 % of a core, so the rest of the host keeps running.
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(realtime))
     steps: list[Step] = []
     try:
         assert proc.stdout is not None
@@ -302,7 +311,7 @@ async def bench(
             await provision(session, http)
             BASELINE_RSS["rss"] = server.memory_info().rss
             for n in calls:
-                step = await run_step(session, http, server, n, hold, caller)
+                step = await run_step(session, http, server, n, hold, caller, phases)
                 steps.append(step)
                 print(json.dumps(msgspec.to_builtins(step)), flush=True)
     finally:
@@ -356,9 +365,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="scheduling priority of server and caller (negative needs root): on a "
         "shared host, keeps unrelated jobs from preempting the measured processes",
     )
+    parser.add_argument(
+        "--caller-phases",
+        type=int,
+        default=10,
+        help="fleet caller: send grids spread over the 20 ms period (1: every call's "
+        "frame in one burst per tick, a pattern independent streams do not produce)",
+    )
+    parser.add_argument(
+        "--realtime",
+        type=int,
+        default=0,
+        metavar="PRIO",
+        help="run server (chrt -f) and caller as SCHED_FIFO at PRIO (needs root): "
+        "measures the server rather than the host's other jobs",
+    )
     args = parser.parse_args(argv)
     calls = [int(n) for n in args.calls.split(",") if n]
-    run = bench(calls, args.hold, args.server_cpu, args.caller_cpu, args.caller, args.nice)
+    run = bench(
+        calls,
+        args.hold,
+        args.server_cpu,
+        args.caller_cpu,
+        args.caller,
+        args.nice,
+        args.caller_phases,
+        args.realtime,
+    )
     try:
         import uvloop
 

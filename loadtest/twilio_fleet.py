@@ -8,8 +8,9 @@ unchanged:
 
 * each call still posts the signed webhook, follows the TwiML's stream URL
   and sends ``connected``/``start`` with the call token;
-* one shared 20 ms tick sends the next media message of every live call (no
-  task or timer per call); each message is built from pre-encoded bytes (the
+* one shared ticker sends the next media message of every live call (no
+  task or timer per call), in phase groups spread over the 20 ms period like
+  independent streams; each message is built from pre-encoded bytes (the
   base64 payload and its JSON are encoded once per audio variant, only the
   stream prefix and sequence number differ) and written straight to the
   socket as a WebSocket frame, so a frame costs a concatenation and a write;
@@ -304,8 +305,8 @@ class FleetSummary(msgspec.Struct, kw_only=True):
     clears: int
     protocol_errors: int
     gaps: int
-    send_lateness_ms: Stats  # the shared tick against its grid (caller health)
-    tick_ms: Stats  # time one tick took to write every call's frame
+    send_lateness_ms: Stats  # the ticker against its grid (caller health)
+    tick_ms: Stats  # time one phase slot took to write its calls' frames
     jitter_ms: Stats  # agent media inter-arrival deviation from 20 ms
     wall_s: float
 
@@ -328,9 +329,13 @@ def _media_suffixes(payload: bytes) -> list[bytes]:
 
 
 class _Fleet:
-    def __init__(self, config: CallerConfig) -> None:
+    def __init__(self, config: CallerConfig, phases: int) -> None:
         self.config = config
-        self.live: list[FleetCall] = []
+        self.phases = phases
+        # Live calls by send phase: real streams start at random moments, so
+        # their 20 ms grids are spread over the period; one burst of every
+        # call's frame per tick would be a load pattern Twilio never produces.
+        self.live: list[list[FleetCall]] = [[] for _ in range(phases)]
         self.jitter_ms: array[float] = array("d")
         self.lateness_ms: array[float] = array("d")
         self.tick_ms: array[float] = array("d")
@@ -339,14 +344,16 @@ class _Fleet:
         self.errors: list[str] = []
 
     async def ticker(self, stop: asyncio.Event) -> None:
-        """One 20 ms grid for every call: each live call sends its next frame."""
+        """One grid of ``phases`` slots per 20 ms: each slot, the calls of that
+        phase send their next frame (every call once per 20 ms)."""
         monotonic = time.monotonic
+        step = FRAME_S / self.phases
         t0 = monotonic()
         slot = 0
         sid = self.config.account_sid
         while not stop.is_set():
             slot += 1
-            target = t0 + slot * FRAME_S
+            target = t0 + slot * step
             delay = target - monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -354,14 +361,15 @@ class _Fleet:
             late = now - target
             if late > 3 * FRAME_S:
                 # Stalled: restart the grid rather than burst (as the server does).
-                t0, slot = now, 0
+                t0, slot = now - step * (slot % self.phases), slot % self.phases
             self.lateness_ms.append(max(0.0, late) * 1000)
+            group = self.live[slot % self.phases]
             finished: list[FleetCall] = []
-            for call in self.live:
+            for call in group:
                 if not call.tick():
                     finished.append(call)
             for call in finished:
-                self.live.remove(call)
+                group.remove(call)
                 if not call.closing:
                     call.hang_up(sid, self.call_sids[call])
             self.tick_ms.append((monotonic() - now) * 1000)
@@ -408,12 +416,17 @@ class _Fleet:
             await call.handshake
         call.frames = suffixes
         call.open_stream(cfg.account_sid, call_sid, twiml.parameters)
-        self.live.append(call)
+        self.live[index % self.phases].append(call)
 
 
-async def run_fleet(config: CallerConfig) -> FleetSummary:
+async def run_fleet(config: CallerConfig, *, phases: int = 10) -> FleetSummary:
     """``config.calls`` concurrent calls started over ``config.ramp_s``, each
-    streaming ``config.duration_s`` of fixture audio; bounded by ``deadline_s``."""
+    streaming ``config.duration_s`` of fixture audio; bounded by ``deadline_s``.
+
+    Calls send on ``phases`` grids spread over the 20 ms period (call ``i`` on
+    phase ``i % phases``); ``phases=1`` sends every call's frame in one burst."""
+    if phases < 1:
+        raise ValueError("phases must be at least 1")
     if config.calls < 1:
         raise ValueError("calls must be at least 1")
     library = await asyncio.to_thread(
@@ -425,7 +438,7 @@ async def run_fleet(config: CallerConfig) -> FleetSummary:
     ]
     longest = max(len(v) for v in variants) * FRAME_S
     deadline = config.deadline_s if config.deadline_s is not None else config.ramp_s + longest + 60
-    fleet = _Fleet(config)
+    fleet = _Fleet(config, phases)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     t0 = loop.time()

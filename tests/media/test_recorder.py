@@ -148,3 +148,28 @@ def test_ulaw_frames_record_like_their_decoded_pcm() -> None:
     out_ulaw += by_ulaw.take(2.0, final=True)
     assert len(out_pcm) >= 55 * 160 * 4
     assert out_ulaw == out_pcm
+
+
+async def test_call_recorder_flushes_every_flush_every_seconds(tmp_path: Path) -> None:
+    class CountingWriter(RecordingWriter):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[int] = []
+
+        def write(self, handle: int, stereo_pcm: bytes) -> bool:
+            self.writes.append(len(stereo_pcm))
+            return super().write(handle, stereo_pcm)
+
+    writer = CountingWriter()
+    try:
+        rec = CallRecorder(writer, recording_path(tmp_path, "t", "c"), start=10.0)
+        for k in range(150):  # 3 s of caller audio, ticked every 0.5 s like the server
+            now = 10.0 + (k + 1) * 0.020
+            rec.caller(_frame(k), now)
+            if (k + 1) % 25 == 0:
+                rec.tick(now)
+        assert len(writer.writes) == 3  # at 1 s, 2 s and 3 s, not on every tick
+        info = await asyncio.wrap_future(rec.finish(13.0))
+    finally:
+        writer.close()
+    assert info.duration == pytest.approx(3.0)
