@@ -174,6 +174,15 @@ class OutboundQueue:
 
     def pop_frame(self) -> tuple[bytes | None, list[OutboundMark]]:
         """Pop marks up to the next frame, then that frame (for one pacer tick)."""
+        items = self._items
+        if items:
+            head = items[0]
+            if isinstance(head, bytes):
+                # The per-tick common case (a frame, no mark before it), inlined.
+                items.popleft()
+                self._frames_queued -= 1
+                self.frames_sent += 1
+                return head, []
         marks: list[OutboundMark] = []
         while True:
             item = self.pop()
