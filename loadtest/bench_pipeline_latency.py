@@ -43,6 +43,7 @@ from voxgate.agents.flowspec import parse_flow, static_prompts
 from voxgate.agents.models import SpeechModelConfig, enforce_offline
 from voxgate.agents.pipeline import SPECULATIVE_MS, CallPipeline, PipelineResources
 from voxgate.agents.prompt_cache import PromptCache
+from voxgate.agents.stt import SttConfig
 from voxgate.agents.worker import load_resources
 
 AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "audio"
@@ -331,7 +332,8 @@ def report(out: dict[str, Any]) -> str:
         f"{out['load_avg'][1]:.2f} {out['load_avg'][2]:.2f}",
         f"settings: min_silence_ms={out['min_silence_ms']}, speculative_ms="
         f"{out['speculative_ms']}, STT tiny.en int8 beam {out['beam']}, "
-        f"{out['stt_threads']} STT thread(s)",
+        f"{out['stt_threads']} STT thread(s), partials every "
+        f"{out.get('partial_interval_s', 0.5)} s",
     ]
     for mode in out["modes"]:
         lines.append(
@@ -360,7 +362,8 @@ def report(out: dict[str, Any]) -> str:
 
 async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     models = SpeechModelConfig(stt_cpu_threads=args.stt_threads, tts_threads=args.tts_threads)
-    res = await asyncio.to_thread(load_resources, models, max_calls=1)
+    stt = SttConfig(partial_interval_s=args.partial_interval_s)
+    res = await asyncio.to_thread(load_resources, models, max_calls=1, stt=stt)
     try:
         items = fixtures(set(args.only) if args.only else None)
         modes = ["cached", "live"] if args.mode == "both" else [args.mode]
@@ -371,6 +374,7 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
             "speculative_ms": args.speculative_ms,
             "beam": ipc.CallSettings().stt_beam_size,
             "stt_threads": args.stt_threads,
+            "partial_interval_s": args.partial_interval_s,
             "modes": [],
         }
         for mode in modes:
@@ -397,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stt-threads", type=int, default=1)
     parser.add_argument("--tts-threads", type=int, default=1)
     parser.add_argument("--turn-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--partial-interval-s",
+        type=float,
+        default=SttConfig().partial_interval_s,
+        help="partial transcripts while the caller speaks; 0 disables them",
+    )
     parser.add_argument("--only", nargs="*", help="fixture names (default: all speech fixtures)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
