@@ -10,6 +10,7 @@ import voxgate
 from voxgate.server import (
     routes_analytics,
     routes_calls,
+    routes_console,
     routes_meta,
     routes_preview,
     routes_sip,
@@ -51,6 +52,7 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_sip.register,
     routes_preview.register,
     routes_analytics.register,
+    routes_console.register,
 )
 
 DEFAULT_MAX_BODY = 1024 * 1024
