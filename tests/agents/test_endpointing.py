@@ -151,11 +151,23 @@ def test_early_end_after_allow_early_end() -> None:
     events = _run(ep, [0.9] * 30 + [0.0] * _windows(224))
     pause = events[-1]
     assert isinstance(pause, SpeechPause)
-    ep.allow_early_end(pause.key)
+    assert ep.allow_early_end(pause.key) is None  # not yet 320 ms
     events = _run(ep, [0.0] * 20)
     end = events[0]
     assert isinstance(end, SpeechEnd) and end.reason == "early" and end.key == pause.key
     assert 0.32 - 1e-9 <= end.at - end.end < 0.32 + WINDOW_S
+
+
+def test_early_end_at_once_when_the_pause_is_already_long_enough() -> None:
+    cfg = EndpointerConfig(min_silence_ms=400, speculative_ms=200, early_silence_ms=320)
+    ep = Endpointer(cfg)
+    events = _run(ep, [0.9] * 30 + [0.0] * _windows(352))
+    pause = next(e for e in events if isinstance(e, SpeechPause))
+    assert not any(isinstance(e, SpeechEnd) for e in events)
+    end = ep.allow_early_end(pause.key)
+    assert end is not None and end.reason == "early" and end.at == pytest.approx(ep.now)
+    assert np.array_equal(end.audio, pause.audio) and ep.state is State.SILENCE
+    assert _run(ep, [0.0] * 20) == []  # nothing more for this turn
 
 
 def test_early_end_is_dropped_when_the_caller_speaks_on() -> None:

@@ -209,12 +209,26 @@ class Endpointer:
             self._barge_run_start = None
             self._barged = False
 
-    def allow_early_end(self, key: tuple[float, float, int]) -> None:
+    def allow_early_end(self, key: tuple[float, float, int]) -> SpeechEnd | None:
         """Let the pause with this key (:attr:`SpeechPause.key`) end at ``early_silence_ms``.
 
-        A stale key (the caller spoke again, or the turn already ended) is ignored.
+        Returns the :class:`SpeechEnd` at once when the pause is already that long (no
+        need to wait for the next window). A stale key (the caller spoke again, or the
+        turn already ended) is ignored.
         """
         self._early_key = key
+        if self._early_due(self.now):
+            return self._end_speech(self.now, "early")
+        return None
+
+    def _early_due(self, at: float) -> bool:
+        c = self.config
+        return (
+            self.state is State.TRAILING
+            and self._early_key is not None
+            and 0 < c.early_silence_ms <= (at - self._silence_start) * 1000 + 1e-6
+            and self._early_key == self._pause_key(at)
+        )
 
     def _pause_key(self, at: float) -> tuple[float, float, int]:
         return (
@@ -279,12 +293,7 @@ class Endpointer:
             events.append(self._pause(end))
         if self.state is State.TRAILING and silence_ms >= c.min_silence_ms:
             events.append(self._end_speech(end, "silence"))
-        elif (
-            self.state is State.TRAILING
-            and self._early_key is not None
-            and 0 < c.early_silence_ms <= silence_ms + 1e-6
-            and self._early_key == self._pause_key(end)
-        ):
+        elif self._early_due(end):
             events.append(self._end_speech(end, "early"))
         elif self.in_speech and (end - self._onset) * 1000 >= c.max_utterance_ms:
             events.append(self._end_speech(end, "max_length"))

@@ -353,7 +353,7 @@ class CallPipeline:
         while True:
             await self._audio_ready.wait()
             self._audio_ready.clear()
-            if not self._audio:
+            if not self._audio and self._early_key is None:
                 self._audio_idle.set()
                 continue
             chunk = b"".join(self._audio)
@@ -376,12 +376,14 @@ class CallPipeline:
     def _process_audio(
         self, ulaw: bytes
     ) -> tuple[list[EndpointEvent], npt.NDArray[np.int16] | None]:
+        events: list[EndpointEvent] = []
         early, self._early_key = self._early_key, None
         if early is not None:
             # Applied here, in the same thread as process(), never concurrently with it.
-            self._endpointer.allow_early_end(early)
+            ended = self._endpointer.allow_early_end(early)
+            if ended is not None:
+                events.append(ended)
         pcm16k = self._upsample.process(ulaw_decode(ulaw))
-        events: list[EndpointEvent] = []
         for window, prob in self._vad_stream.feed(pcm16k):
             events += self._endpointer.process(window, prob)
         partial = None
@@ -447,6 +449,7 @@ class CallPipeline:
             return
         if sounds_finished(future.result().text):
             self._early_key = key
+            self._audio_ready.set()  # the pause may be long enough already
 
     def _drop_speculation(self) -> None:
         spec, self._speculation = self._speculation, None
