@@ -81,7 +81,6 @@ async def _sign_in_tenant(page: Any, base: str, tenant_id: str, key: str) -> Non
     await expect(p.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
 
 
-@pytest.mark.allow_blocking  # the browser driver's start-up reads files on the loop
 async def test_tenant_and_admin_journeys(api: ApiServer, browser: Any) -> None:
     base = str(api.client.make_url("")).rstrip("/")
     created = await api.client.post(
