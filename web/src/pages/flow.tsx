@@ -46,14 +46,14 @@ export function layoutOf(flow: FlowDoc): Record<string, Position> {
     const layer = depth.get(node.id) ?? deepest + 1;
     const column = perLayer.get(layer) ?? 0;
     perLayer.set(layer, column + 1);
-    out[node.id] = { x: column * 260, y: layer * 130 };
+    out[node.id] = { x: column * 230, y: layer * 200 };
   }
   return out;
 }
 
 function describe(node: FlowNode): string {
   const text = typeof node.text === "string" ? node.text : "";
-  const short = text.length > 90 ? `${text.slice(0, 87)}…` : text;
+  const short = text.length > 70 ? `${text.slice(0, 67)}…` : text;
   return short;
 }
 
