@@ -18,10 +18,11 @@ Two parts:
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import queue
 import re
+import struct
 import threading
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -281,14 +282,32 @@ class RecordingWriter:
             future.set_result(RecordingInfo(entry.path, entry.written, dropped))
 
 
+_WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
+
+
+def _wav_header(data_bytes: int) -> bytes:
+    """44-byte RIFF header of a stereo 16-bit PCM WAV at ``SAMPLE_RATE``."""
+    return _WAV_HEADER.pack(
+        b"RIFF", 36 + data_bytes, b"WAVE", b"fmt ", 16, 1, 2, SAMPLE_RATE,
+        SAMPLE_RATE * 4, 4, 16, b"data", data_bytes,
+    )  # fmt: skip
+
+
 class _OpenRecording:
-    """A WAV file being written by the writer thread (touched by no other thread)."""
+    """A WAV file being written by the writer thread (touched by no other thread).
 
-    __slots__ = ("error", "path", "wav", "written")
+    Raw ``os.write``/``os.pwrite`` rather than the ``wave`` module: the thread
+    shares the GIL with the media event loop, and every line of Python it runs
+    between system calls (which release the GIL) can hold up a 20 ms media
+    tick. The header is rewritten after each chunk, so the file is a valid
+    WAV even if the process dies mid-call.
+    """
 
-    def __init__(self, path: Path, wav: wave.Wave_write | None, error: str | None) -> None:
+    __slots__ = ("error", "fd", "path", "written")
+
+    def __init__(self, path: Path, fd: int | None, error: str | None) -> None:
         self.path = path
-        self.wav = wav
+        self.fd = fd
         self.written = 0
         self.error = error
 
@@ -296,33 +315,43 @@ class _OpenRecording:
     def create(cls, path: Path) -> _OpenRecording:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            wav = wave.open(str(path), "wb")  # noqa: SIM115 - closed by close()
-            wav.setnchannels(2)
-            wav.setsampwidth(2)
-            wav.setframerate(SAMPLE_RATE)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         except OSError as exc:
             return cls(path, None, str(exc))
-        return cls(path, wav, None)
+        entry = cls(path, fd, None)
+        entry._write_header()
+        return entry
 
-    def append(self, stereo_pcm: bytes) -> None:
-        if self.wav is None or self.error is not None:
+    def _write_header(self) -> None:
+        if self.fd is None:
             return
         try:
-            # writeframes patches the header each time, so the file is a valid
-            # WAV even if the process dies mid-call.
-            self.wav.writeframes(stereo_pcm)
-            self.written += len(stereo_pcm)
+            os.pwrite(self.fd, _wav_header(self.written), 0)
         except OSError as exc:
             self.error = str(exc)
 
-    def close(self) -> None:
-        if self.wav is None:
+    def append(self, stereo_pcm: bytes) -> None:
+        if self.fd is None or self.error is not None:
             return
         try:
-            self.wav.close()
+            view = memoryview(stereo_pcm)
+            while view:
+                done = os.pwrite(self.fd, view, 44 + self.written)
+                self.written += done
+                view = view[done:]
+        except OSError as exc:
+            self.error = str(exc)
+            return
+        self._write_header()
+
+    def close(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.close(self.fd)
         except OSError as exc:
             self.error = self.error or str(exc)
-        self.wav = None
+        self.fd = None
 
 
 class CallRecorder:
