@@ -41,10 +41,7 @@ def _check_name(name: str) -> None:
 
 
 def _agents_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "agents")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "agents")
 
 
 class AgentStore:

@@ -48,10 +48,7 @@ def tenant_token_prefix(tenant_id: str) -> str:
 
 
 def _keys_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "apikeys")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "apikeys")
 
 
 class ApiKeys:

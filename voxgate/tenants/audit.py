@@ -14,7 +14,7 @@ from collections.abc import Callable
 import msgspec
 
 from voxgate.tenants import keyspace
-from voxgate.tenants.errors import InvalidInput, NotFound
+from voxgate.tenants.errors import InvalidInput
 from voxgate.tenants.models import AuditEntry
 from voxgate.tenants.store import Store, to_bytes
 
@@ -28,10 +28,7 @@ _STREAM_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 def _stream_key(tenant_id: str | None) -> str:
     if tenant_id is None:
         return keyspace.system_key("audit")
-    try:
-        return keyspace.tenant_key(tenant_id, "audit")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "audit")
 
 
 class AuditLog:

@@ -130,21 +130,15 @@ def check_call_id(call_id: str) -> str:
 
 
 def _keys(tenant_id: str, call_id: str) -> tuple[str, str, str]:
-    try:
-        return (
-            keyspace.tenant_key(tenant_id, "call", call_id),
-            keyspace.tenant_key(tenant_id, "call_events", call_id),
-            keyspace.tenant_key(tenant_id, "call_turns", call_id),
-        )
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return (
+        keyspace.tenant_key(tenant_id, "call", call_id),
+        keyspace.tenant_key(tenant_id, "call_events", call_id),
+        keyspace.tenant_key(tenant_id, "call_turns", call_id),
+    )
 
 
 def _index_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "calls")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "calls")
 
 
 def _encode_cursor(score: float, call_id: str) -> str:

@@ -256,10 +256,7 @@ def evaluate(policy: DialPolicy, destination: str, home_country_code: str = "1")
 
 
 def _policy_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "dial_policy")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "dial_policy")
 
 
 class DialPolicies:

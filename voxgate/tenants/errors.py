@@ -19,6 +19,13 @@ class NotFound(TenantsError):
     code = "not_found"
 
 
+class UnknownTenantId(NotFound, ValueError):
+    """A tenant id that cannot exist (bad syntax): as far as callers care, not found."""
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"tenant {tenant_id!r} not found")
+
+
 class Conflict(TenantsError):
     """The request clashes with existing state (e.g. a number owned by someone)."""
 

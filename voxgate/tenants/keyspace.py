@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import re
 
+from voxgate.tenants.errors import UnknownTenantId
+
 _TENANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def tenant_prefix(tenant_id: str) -> str:
-    """``vg:{tenant}:`` — every key of the tenant starts with this."""
+    """``vg:{tenant}:`` — every key of the tenant starts with this.
+
+    A malformed id raises :class:`UnknownTenantId` (a ``NotFound`` and a ``ValueError``).
+    """
     if not _TENANT_ID.match(tenant_id):
-        raise ValueError(f"invalid tenant id {tenant_id!r}")
+        raise UnknownTenantId(tenant_id)
     return f"vg:{{{tenant_id}}}:"
 
 

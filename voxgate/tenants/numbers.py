@@ -34,10 +34,7 @@ def normalize_number(number: str) -> str | None:
 
 
 def _numbers_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "numbers")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "numbers")
 
 
 class Numbers:

@@ -32,10 +32,7 @@ _BATCH = 500
 
 
 def _record_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "tenant")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "tenant")
 
 
 class TenantRegistry:

@@ -32,10 +32,7 @@ def _check_name(name: str) -> None:
 
 
 def _index_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "secrets")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "secrets")
 
 
 class SecretVault:

@@ -18,7 +18,7 @@ import msgspec
 
 from voxgate.tenants import keyspace
 from voxgate.tenants.audit import AuditLog
-from voxgate.tenants.errors import InvalidInput, NotFound
+from voxgate.tenants.errors import InvalidInput
 from voxgate.tenants.store import Store, to_bytes
 
 __all__ = ["SECRET_NAME", "SipAcl", "SipAclStore", "SipAclUpdate", "source_allowed"]
@@ -86,10 +86,7 @@ class SipAclStore:
 
     @staticmethod
     def _key(tenant_id: str) -> str:
-        try:
-            return keyspace.tenant_key(tenant_id, "sip_acl")
-        except ValueError:
-            raise NotFound(f"tenant {tenant_id!r} not found") from None
+        return keyspace.tenant_key(tenant_id, "sip_acl")
 
     async def get(self, tenant_id: str) -> SipAcl:
         """The tenant's ACL (an empty, open one when none is stored)."""

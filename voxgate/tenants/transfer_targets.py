@@ -64,10 +64,7 @@ def is_number(target: str) -> bool:
 
 
 def _key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "transfer_targets")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "transfer_targets")
 
 
 class TransferTargetStore:

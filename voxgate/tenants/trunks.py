@@ -198,10 +198,7 @@ def _check(trunk: Trunk) -> None:
 
 
 def _trunks_key(tenant_id: str) -> str:
-    try:
-        return keyspace.tenant_key(tenant_id, "trunks")
-    except ValueError:
-        raise NotFound(f"tenant {tenant_id!r} not found") from None
+    return keyspace.tenant_key(tenant_id, "trunks")
 
 
 class TrunkStore:
