@@ -12,10 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from voxgate.server.app import route_table
 from voxgate.server.errors import ApiError
 from voxgate.server.metrics import HttpMetrics
 from voxgate.server.middleware import middlewares
-from voxgate.server.openapi import OpenApiDocument, build_openapi
+from voxgate.server.openapi import OpenApiDocument, build_openapi, openapi_path
 from voxgate.server.routing import Auth, BodyKind, Call, RouteTable
 from voxgate.server.state import METRICS, OPENAPI, ROUTES, SOCKETS, OpenSockets
 from voxgate.tenants.errors import Conflict, CryptoError, InvalidInput, NotFound, QuotaExceeded
@@ -256,3 +257,11 @@ def test_openapi_is_generated_from_the_table() -> None:
     form = document["paths"]["/form"]["post"]["requestBody"]["content"]
     assert "application/x-www-form-urlencoded" in form
     assert "204" in document["paths"]["/things/{thing_id}"]["delete"]["responses"]
+
+
+def test_openapi_paths_drop_aiohttp_patterns() -> None:
+    assert openapi_path("/console/{path:.*}") == "/console/{path}"
+    assert openapi_path("/a/{x}/b/{y:[0-9]+}") == "/a/{x}/b/{y}"
+    document = build_openapi(route_table(), title="t", version="1")
+    assert all(":" not in path for path in document["paths"])
+    assert "/console/{path}" in document["paths"]

@@ -8,6 +8,7 @@ covers every route the app serves and cannot disagree with what handlers decode.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import msgspec
@@ -40,6 +41,14 @@ def _security(auth: Auth) -> list[dict[str, list[str]]]:
     return [{"tenantKey": []}, {"adminToken": []}]
 
 
+_PATTERN = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*):[^}]*\}")
+
+
+def openapi_path(path: str) -> str:
+    """An aiohttp path template as OpenAPI writes it: ``/a/{p:.*}`` -> ``/a/{p}``."""
+    return _PATTERN.sub(r"{\1}", path)
+
+
 def build_openapi(table: RouteTable, *, title: str, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for every route in ``table``."""
     types: list[Any] = [ErrorBody]
@@ -57,7 +66,7 @@ def build_openapi(table: RouteTable, *, title: str, version: str) -> dict[str, A
     paths: dict[str, dict[str, Any]] = {}
     for spec in table:
         operation = _operation(spec, schema_of, error_schema)
-        paths.setdefault(spec.path, {})[spec.method.lower()] = operation
+        paths.setdefault(openapi_path(spec.path), {})[spec.method.lower()] = operation
 
     return {
         "openapi": "3.1.0",
