@@ -108,12 +108,41 @@ class CallSettings(msgspec.Struct, omit_defaults=True, kw_only=True):
     transfer_failed_text: str = DEFAULT_TRANSFER_FAILED_TEXT
 
 
+class CallSecrets(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The tenant secrets a call's side work needs, and only those.
+
+    ``llm`` is the tenant secret ``llm`` (``base_url``, ``api_key``, ``model``);
+    ``webhook`` is the tenant secret ``webhook`` (``secret``: the key that signs
+    webhook bodies). The core fills them only for flows with ``llm``/``webhook``
+    nodes and sends them only to the tenant's own worker. Values never appear in
+    a repr, so a logged frame cannot leak them.
+    """
+
+    llm: dict[str, str] | None = None
+    webhook: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        def shown(value: dict[str, str] | None) -> str:
+            return "None" if value is None else "{" + ", ".join(f"{k!r}: ***" for k in value) + "}"
+
+        return f"CallSecrets(llm={shown(self.llm)}, webhook={shown(self.webhook)})"
+
+    __str__ = __repr__
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return [
+            ("llm", None if self.llm is None else "***"),
+            ("webhook", None if self.webhook is None else "***"),
+        ]
+
+
 class StartCall(_Frame, tag="start_call"):
     call_id: str
     tenant_id: str
     agent_id: str
     flow: dict[str, Any]
     settings: CallSettings = msgspec.field(default_factory=CallSettings)
+    secrets: CallSecrets = msgspec.field(default_factory=CallSecrets)
 
 
 class EndCall(_Frame, tag="end_call"):

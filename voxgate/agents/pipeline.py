@@ -65,6 +65,7 @@ from voxgate.agents.flow_engine import (
 )
 from voxgate.agents.flowspec import FlowSpec
 from voxgate.agents.prompt_cache import PromptCache
+from voxgate.agents.side_work import CallSideWork, SideWorkHttp
 from voxgate.agents.stt import SpeechRecognizer, Transcription
 from voxgate.agents.tts import FRAME_BYTES, SpeechSynthesizer, split_sentences
 from voxgate.agents.vad import VadPool, VadStream
@@ -114,6 +115,8 @@ class PipelineResources:
     inference: ThreadPoolExecutor
     realtime: ThreadPoolExecutor
     prompt_caches: dict[str, PromptCache] = field(default_factory=dict)
+    side_work: SideWorkHttp = field(default_factory=SideWorkHttp)
+    """The worker's HTTP session for LLM/webhook nodes, and its webhook address policy."""
 
     def prompt_cache(self, directory: str | None) -> PromptCache | None:
         if directory is None:
@@ -222,6 +225,13 @@ class CallPipeline:
         self._spawned: set[asyncio.Task[None]] = set()
         self._speaker_task: asyncio.Task[None] | None = None
         self.turn_records: list[ipc.Turn] = []
+        self._side_work = CallSideWork(
+            resources.side_work,
+            start.secrets,
+            call_id=start.call_id,
+            speak=lambda say: self._apply([say]),
+            deliver=self._side_result,
+        )
 
     # --- inputs from the worker loop --------------------------------------------------
 
@@ -319,6 +329,7 @@ class CallPipeline:
                     raise exc
 
     async def _shutdown(self) -> None:
+        await self._side_work.close()
         self._close_turn()
         if self._speculation is not None:
             self._speculation.result.cancel()
@@ -533,11 +544,11 @@ class CallPipeline:
             elif isinstance(action, Transfer):
                 self._finish_after_audio(ipc.Transfer(call_id=self.call_id, target=action.target))
             elif isinstance(action, CallLlm | CallWebhook | QueryKnowledge):
-                # Side work is not wired into the worker yet: answer at once, honestly.
-                data = {"knowledge": "unavailable"} if isinstance(action, QueryKnowledge) else {}
-                result = ExternalResult(ok=False, error="unavailable", data=data)
-                self._apply(self._engine.on_result(action.request_id, result, self._clock()))
+                self._side_work.start(action)
         self._wake.set()
+
+    def _side_result(self, request_id: str, result: ExternalResult) -> None:
+        self._apply(self._engine.on_result(request_id, result, self._clock()))
 
     def _finish_after_audio(self, frame: ipc.Frame) -> None:
         self._after_audio = frame
@@ -615,6 +626,8 @@ class CallPipeline:
                 await self._emit_turn_latency(turn)
 
     async def _interrupt(self) -> None:
+        # First: an interrupted LLM answer ends its node, and what follows is cleared too.
+        self._side_work.interrupt()
         self._says.clear()
         if self._speaker_task is not None:
             self._speaker_task.cancel()
