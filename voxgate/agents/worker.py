@@ -203,6 +203,7 @@ async def run_worker(sock: socket.socket, resources: PipelineResources, *, max_c
         await worker.handshake()
         await worker.serve()
     finally:
+        await resources.side_work.close()
         await channel.close()
 
 
@@ -216,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tts-voice", default=None)
     parser.add_argument("--tts-threads", type=int, default=1)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--webhook-allow-private",
+        action="store_true",
+        help="let webhook nodes reach loopback/private addresses (tests, single-host setups)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s worker[%(process)d] %(message)s"
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_PROTOCOL_ERROR
     try:
         resources = load_resources(models, max_calls=args.max_calls)
+        resources.side_work.allow_private_webhooks = args.webhook_allow_private
     except ModelError as exc:
         log.error("model load failed: %s", exc)
         sock.close()
