@@ -260,3 +260,47 @@ async def test_synchronous_write_error_closes_only_that_channel() -> None:
     await good.send(frames(1))
     await clock.tick()
     assert bad.closed and not good.closed and good.wire == [("media", frames(1))]
+
+
+async def test_phased_clock_writes_each_group_on_its_own_sub_tick() -> None:
+    clock = FrameClock(phases=4)
+    channels = [RecordingChannel(clock) for _ in range(8)]
+    for ch in channels:
+        await ch.send(frames(3))
+    written: list[list[int]] = []
+    for _ in range(12):  # three 20 ms periods of four sub-ticks
+        before = [len(ch.wire) for ch in channels]
+        await clock.tick()
+        written.append([i for i, ch in enumerate(channels) if len(ch.wire) > before[i]])
+    # Round-robin groups of two; every channel writes once per period, 20 ms apart.
+    assert written[:4] == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert written[4:8] == written[:4] and written[8:] == written[:4]
+    assert all(len(ch.wire) == 3 for ch in channels)
+    assert clock.active_channels == 0
+
+
+async def test_phased_clock_keeps_a_channels_group_across_idle_spells() -> None:
+    clock = FrameClock(phases=4)
+    first, second = RecordingChannel(clock), RecordingChannel(clock)
+    await first.send(frames(1))
+    await second.send(frames(1))
+    for _ in range(4):
+        await clock.tick()
+    assert clock.active_channels == 0
+    await second.send(frames(1))  # idle for a while, then audio again
+    ticks = 0
+    while len(second.wire) < 2:
+        await clock.tick()
+        ticks += 1
+    assert clock._slot % 4 == 2  # still group 1: written on the sub-tick after group 0's
+    assert ticks <= 4
+    # A late loop owes several sub-ticks: each group gets one frame per sub-tick owed.
+    for ch in (first, second):
+        await ch.send(frames(2))
+    await clock.tick(4)
+    assert (len(first.wire), len(second.wire)) == (2, 3)
+
+
+async def test_phased_clock_rejects_zero_phases() -> None:
+    with pytest.raises(ValueError):
+        FrameClock(phases=0)
