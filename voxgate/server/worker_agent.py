@@ -14,6 +14,11 @@ apology, then a hangup) while the call stays up. Turns and events go to the call
 to the tenant's Redis pub/sub channel ``vg:{tenant}:events`` through a bounded
 per-call writer, so storage never holds up audio.
 
+Flows with ``llm`` or ``webhook`` nodes get the tenant secrets ``llm``
+(``base_url``, ``api_key``, ``model``) and ``webhook`` (``secret``, the signing
+key) read from the vault at call start and sent in ``StartCall.secrets`` to the
+tenant's own worker only; other flows never have a secret read.
+
 When the worker dies (or no worker can be had), the call ends with reason
 ``worker_lost``: for Twilio the stream closes and Twilio runs the fallback
 TwiML that follows ``<Connect>``.
@@ -70,11 +75,14 @@ __all__ = [
     "FlowWorkerAgent",
     "PromptPublisher",
     "RecordSink",
+    "SecretReader",
     "SpeechRuntime",
     "TransferError",
     "TurnSink",
     "events_channel",
     "install_flow_agents",
+    "read_call_secrets",
+    "side_work_secrets",
 ]
 
 log = logging.getLogger("voxgate.calls")
@@ -233,9 +241,11 @@ class FlowWorkerAgent:
         quotas: Callable[[], Awaitable[Quotas]],
         sink: TurnSink,
         transfer: CallTransfer | None = None,
+        secrets: Callable[[], Awaitable[ipc.CallSecrets]] | None = None,
     ) -> None:
         self._sup = supervisor
         self._start = start
+        self._secrets = secrets
         self._quotas = quotas
         self._sink = sink
         self._transfer = transfer
@@ -259,7 +269,12 @@ class FlowWorkerAgent:
     async def _run(self, channel: MediaChannel) -> None:
         try:
             quotas = await self._quotas()
-            self.lease = await self._sup.start_call(self._start, quotas)
+            start = self._start
+            if self._secrets is not None:
+                # Read per call (a rotated key applies to the next call); kept only in
+                # this frame, which goes to the tenant's own worker.
+                start = msgspec.structs.replace(start, secrets=await self._secrets())
+            self.lease = await self._sup.start_call(start, quotas)
         except (SupervisorError, TimeoutError) as exc:
             log.warning("call %s: no speech worker: %s", self.call_id, exc)
             self._sink.event(self.call_id, "fallback", f"no speech worker: {exc}")
@@ -498,6 +513,64 @@ PromptCache(Path(sys.argv[1]), synth.settings_key).build(static_prompts(flow), s
 """
 
 
+SecretReader = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+"""Reads one tenant secret by (tenant id, name); ``SecretVault.get``."""
+
+_SIDE_WORK_SECRETS = {"llm": ("llm",), "webhook": ("webhook",)}
+"""Node type -> the tenant secrets its side work needs in the worker."""
+_SECRET_FIELDS = {"llm": ("base_url", "api_key", "model"), "webhook": ("secret",)}
+"""The fields of each secret that are passed on (nothing else a tenant stored there)."""
+
+
+def side_work_secrets(flow: dict[str, Any]) -> tuple[str, ...]:
+    """Names of the tenant secrets the flow's ``llm``/``webhook`` nodes need, sorted.
+
+    Walks every ``nodes`` list in the document (subflows included), so an agent
+    without such nodes never has a secret read or sent for its calls.
+    """
+    names: set[str] = set()
+    pending: list[Any] = [flow]
+    for _ in range(100_000):  # documents are size-limited; bound the walk anyway
+        if not pending:
+            break
+        item = pending.pop()
+        if isinstance(item, dict):
+            nodes = item.get("nodes")
+            if isinstance(nodes, list):
+                for node in nodes:
+                    if isinstance(node, dict):
+                        names.update(_SIDE_WORK_SECRETS.get(str(node.get("type")), ()))
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return tuple(sorted(names))
+
+
+async def read_call_secrets(
+    reader: SecretReader, tenant_id: str, names: tuple[str, ...]
+) -> ipc.CallSecrets:
+    """The named secrets of the tenant, reduced to the fields side work uses.
+
+    A missing or unreadable secret is left out: the node then takes its
+    ``error`` port in the worker, and the call goes on. Values are never logged.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for name in names:
+        try:
+            value = await reader(tenant_id, name)
+        except Exception as exc:  # storage trouble must not keep the call from starting
+            log.warning(
+                "tenant %s: secret %r not readable: %s", tenant_id, name, type(exc).__name__
+            )
+            continue
+        if value is None:
+            continue
+        found[name] = {
+            key: value[key] for key in _SECRET_FIELDS[name] if isinstance(value.get(key), str)
+        }
+    return ipc.CallSecrets(llm=found.get("llm"), webhook=found.get("webhook"))
+
+
 class FlowAgentFactory:
     """``AgentHost`` factory for ``flow`` agents (see ``agent_host.AgentFactory``)."""
 
@@ -511,8 +584,10 @@ class FlowAgentFactory:
         prompts: PromptPublisher | None = None,
         settings: ipc.CallSettings | None = None,
         transfer: Callable[[Call, str], Awaitable[str]] | None = None,
+        secrets: SecretReader | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self._secret_reader = secrets
         self._quotas = quotas
         self._sink = sink
         self._transfer = transfer
@@ -550,8 +625,27 @@ class FlowAgentFactory:
                 return await transfer_fn(call, target)
 
         return FlowWorkerAgent(
-            self.supervisor, start, quotas, self._sink(tenant_id), transfer=transfer
+            self.supervisor,
+            start,
+            quotas,
+            self._sink(tenant_id),
+            transfer=transfer,
+            secrets=self._call_secrets(tenant_id, agent.flow),
         )
+
+    def _call_secrets(
+        self, tenant_id: str, flow: dict[str, Any]
+    ) -> Callable[[], Awaitable[ipc.CallSecrets]] | None:
+        """How to read the secrets this flow's side work needs (None: it needs none)."""
+        reader = self._secret_reader
+        names = side_work_secrets(flow)
+        if reader is None or not names:
+            return None
+
+        async def read() -> ipc.CallSecrets:
+            return await read_call_secrets(reader, tenant_id, names)
+
+        return read
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,6 +712,7 @@ def install_flow_agents(
         data_dir=data_dir,
         prompts=prompts,
         transfer=transfer,
+        secrets=services.secrets.get,
     )
     calls.agents.register("flow", factory)
     services.status.register_workers(supervisor.status_workers)
