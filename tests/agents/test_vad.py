@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from loadtest.audio import read_mulaw_wav
-from voxgate.agents.vad import WINDOW_SAMPLES, SileroVad, VadError, VadPool, VadStream
+from voxgate.agents.vad import (
+    WINDOW_SAMPLES,
+    SharedSilero,
+    SileroVad,
+    VadError,
+    VadPool,
+    VadStream,
+)
 from voxgate.media.g711 import ulaw_decode
 from voxgate.media.resample import StreamResampler
 
@@ -61,3 +68,41 @@ def test_pool_reuses_and_resets() -> None:
     assert pool.created == 2 and a is not b
     pool.release(a)
     assert pool.acquire() is a
+
+
+@pytest.mark.parametrize("name", ["book_appointment.wav", "goodbye.wav"])
+def test_shared_session_matches_native_instances(name: str) -> None:
+    pcm = _pcm16k(name)
+    native = [p for _, p in VadStream(SileroVad()).feed(pcm)]
+    shared = SharedSilero()
+    # Two calls interleaved on one session keep separate state.
+    a, b = VadStream(shared.stream()), VadStream(shared.stream())
+    got_a: list[float] = []
+    got_b: list[float] = []
+    for i in range(0, len(pcm), 4000):
+        got_a += [p for _, p in a.feed(pcm[i : i + 4000])]
+        got_b += [p for _, p in b.feed(pcm[i : i + 4000])]
+    assert len(got_a) == len(native) > 20
+    assert max(abs(x - y) for x, y in zip(native, got_a, strict=True)) < 1e-4
+    assert got_a == got_b
+    assert max(native) > 0.9
+
+
+def test_shared_pool_streams_reset_between_calls() -> None:
+    pool = VadPool(prewarm=2, shared=True)
+    pcm = _pcm16k("goodbye.wav")
+    vad = pool.acquire()
+    first = [p for _, p in VadStream(vad).feed(pcm)]
+    pool.release(vad)
+    again = pool.acquire()
+    assert again is vad
+    assert [p for _, p in VadStream(again).feed(pcm)] == first
+    with pytest.raises(VadError):
+        again.probability(np.zeros(100, dtype=np.int16))
+
+
+def test_shared_bad_model_is_a_typed_error(tmp_path: Path) -> None:
+    bad = tmp_path / "vad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(VadError):
+        SharedSilero(bad)

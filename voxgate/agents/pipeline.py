@@ -32,7 +32,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -64,6 +64,7 @@ from voxgate.agents.flow_engine import (
     Transfer,
 )
 from voxgate.agents.flowspec import FlowSpec
+from voxgate.agents.inference import Priority, has_idle_thread, run_at, try_run
 from voxgate.agents.prompt_cache import PromptCache
 from voxgate.agents.side_work import CallSideWork, SideWorkHttp
 from voxgate.agents.stt import SpeechRecognizer, Transcription
@@ -112,7 +113,8 @@ class PipelineResources:
     stt: SpeechRecognizer
     tts: SpeechSynthesizer
     vad_pool: VadPool
-    inference: ThreadPoolExecutor
+    inference: Executor
+    """Usually an :class:`~voxgate.agents.inference.InferenceScheduler` (priorities)."""
     realtime: ThreadPoolExecutor
     prompt_caches: dict[str, PromptCache] = field(default_factory=dict)
     side_work: SideWorkHttp = field(default_factory=SideWorkHttp)
@@ -355,7 +357,7 @@ class CallPipeline:
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
 
-    async def _in_pool(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    async def _in_pool(self, pool: Executor, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
 
     # --- caller audio -> events ----------------------------------------------------------
@@ -404,6 +406,8 @@ class CallPipeline:
             # Not in a pause: the speculative final decode needs the CPU more.
             and self._endpointer.state is State.SPEECH
             and not self._partial_running
+            # Partials only feed captions: never queue one behind a final or a reply.
+            and has_idle_thread(self._res.inference)
             and self._endpointer.now - self._last_partial_at >= interval
         ):
             audio = self._endpointer.utterance_audio()
@@ -471,9 +475,14 @@ class CallPipeline:
 
     async def _partial(self, audio: npt.NDArray[np.int16], at: float) -> None:
         try:
-            result = await self._in_pool(
-                self._res.inference, lambda: self._res.stt.transcribe_partial(audio)
+            job = try_run(
+                self._res.inference,
+                Priority.PARTIAL,
+                lambda: self._res.stt.transcribe_partial(audio),
             )
+            if job is None:
+                return  # the scheduler got busy meanwhile: a late partial is useless
+            result = await job
         finally:
             self._partial_running = False
         if result.text and self._endpointer.in_speech:
@@ -589,7 +598,9 @@ class CallPipeline:
         )
         rendered: list[bytes] = []
         for i, piece in enumerate(pieces):
-            data = await self._in_pool(self._res.inference, functools.partial(stream.piece, piece))
+            data = await run_at(
+                self._res.inference, Priority.SPEECH, functools.partial(stream.piece, piece)
+            )
             if i == len(pieces) - 1:
                 data += stream.finish()
             rendered.append(data)
@@ -598,7 +609,9 @@ class CallPipeline:
         if say.static and self._cache is not None and rendered:
             audio = b"".join(rendered)
             cache = self._cache
-            self._spawn(self._in_pool(self._res.inference, lambda: _put(cache, say.text, audio)))
+            self._spawn(
+                run_at(self._res.inference, Priority.PARTIAL, lambda: _put(cache, say.text, audio))
+            )
 
     def _next_mark(self, text: str) -> str:
         self._mark_seq += 1

@@ -26,6 +26,7 @@ import psutil
 
 from voxgate.agents import ipc
 from voxgate.agents.flowspec import FlowValidationError, parse_flow
+from voxgate.agents.inference import InferenceScheduler, usable_cores
 from voxgate.agents.models import ModelError, SpeechModelConfig, enforce_offline
 from voxgate.agents.pipeline import CallPipeline, PipelineResources
 from voxgate.agents.stt import SpeechRecognizer, SttConfig
@@ -39,19 +40,38 @@ EXIT_MODEL_ERROR = 3
 EXIT_PROTOCOL_ERROR = 4
 
 
+def inference_threads(requested: int | None = None) -> int:
+    """Inference threads of a worker: one per usable core unless told otherwise.
+
+    Every Whisper/Piper job runs single-threaded (``stt_cpu_threads`` /
+    ``tts_threads`` 1), so one job per core keeps the cores busy without
+    time-slicing jobs against each other (which makes all of them late).
+    """
+    return requested if requested else usable_cores()
+
+
 def load_resources(
-    models: SpeechModelConfig, *, max_calls: int, stt: SttConfig | None = None
+    models: SpeechModelConfig,
+    *,
+    max_calls: int,
+    stt: SttConfig | None = None,
+    threads: int | None = None,
 ) -> PipelineResources:
-    """Load every model once (blocking) and build the worker's thread pools."""
+    """Load every model once (blocking) and build the worker's scheduler and pools."""
     recognizer = SpeechRecognizer(models, stt)
     synthesizer = SpeechSynthesizer(models)
-    vad_pool = VadPool(None if models.vad_model is None else Path(models.vad_model), prewarm=1)
+    # One shared Silero session; a call's VAD stream is only its state (see vad.py).
+    vad_pool = VadPool(
+        None if models.vad_model is None else Path(models.vad_model),
+        prewarm=max(1, max_calls),
+        shared=True,
+    )
     return PipelineResources(
         stt=recognizer,
         tts=synthesizer,
         vad_pool=vad_pool,
-        inference=ThreadPoolExecutor(
-            max_workers=max(2, models.stt_num_workers + 1), thread_name_prefix="infer"
+        inference=InferenceScheduler(
+            inference_threads(threads), max_queued=max(16, 4 * max_calls), name="infer"
         ),
         realtime=ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad"),
     )
@@ -216,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stt-workers", type=int, default=2)
     parser.add_argument("--tts-voice", default=None)
     parser.add_argument("--tts-threads", type=int, default=1)
+    parser.add_argument("--inference-threads", type=int, default=0, help="0: one per usable core")
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
         "--webhook-allow-private",
@@ -227,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s worker[%(process)d] %(message)s"
     )
     enforce_offline(os.environ)
+    threads = inference_threads(args.inference_threads)
     models = SpeechModelConfig(
         stt_model=args.stt_model,
         stt_cpu_threads=args.stt_threads,
-        stt_num_workers=args.stt_workers,
+        # Whisper runs at most this many decodes at once: never fewer than the threads.
+        stt_num_workers=max(args.stt_workers, threads),
         tts_voice=args.tts_voice,
         tts_threads=args.tts_threads,
     )
@@ -241,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bad --fd %s: %s", args.fd, exc)
         return EXIT_PROTOCOL_ERROR
     try:
-        resources = load_resources(models, max_calls=args.max_calls)
+        resources = load_resources(models, max_calls=args.max_calls, threads=threads)
         resources.side_work.allow_private_webhooks = args.webhook_allow_private
     except ModelError as exc:
         log.error("model load failed: %s", exc)
