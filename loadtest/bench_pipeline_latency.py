@@ -333,7 +333,7 @@ def report(out: dict[str, Any]) -> str:
         f"settings: min_silence_ms={out['min_silence_ms']}, speculative_ms="
         f"{out['speculative_ms']}, STT tiny.en int8 beam {out['beam']}, "
         f"{out['stt_threads']} STT thread(s), partials every "
-        f"{out.get('partial_interval_s', 0.5)} s",
+        f"{out.get('partial_interval_s', 0.5)} s, {out.get('encoder', 'trimmed')} encoder",
     ]
     for mode in out["modes"]:
         lines.append(
@@ -362,7 +362,7 @@ def report(out: dict[str, Any]) -> str:
 
 async def _amain(args: argparse.Namespace) -> dict[str, Any]:
     models = SpeechModelConfig(stt_cpu_threads=args.stt_threads, tts_threads=args.tts_threads)
-    stt = SttConfig(partial_interval_s=args.partial_interval_s)
+    stt = SttConfig(partial_interval_s=args.partial_interval_s, trim_encoder=not args.full_encoder)
     res = await asyncio.to_thread(load_resources, models, max_calls=1, stt=stt)
     try:
         items = fixtures(set(args.only) if args.only else None)
@@ -375,6 +375,7 @@ async def _amain(args: argparse.Namespace) -> dict[str, Any]:
             "beam": ipc.CallSettings().stt_beam_size,
             "stt_threads": args.stt_threads,
             "partial_interval_s": args.partial_interval_s,
+            "encoder": "full 30 s" if args.full_encoder else "trimmed",
             "modes": [],
         }
         for mode in modes:
@@ -401,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stt-threads", type=int, default=1)
     parser.add_argument("--tts-threads", type=int, default=1)
     parser.add_argument("--turn-timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--full-encoder", action="store_true", help="Whisper's 30 s window (for comparison)"
+    )
     parser.add_argument(
         "--partial-interval-s",
         type=float,
