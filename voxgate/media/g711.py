@@ -109,7 +109,7 @@ def _as_int16(pcm: npt.ArrayLike) -> Int16Array:
 
 def ulaw_decode(data: bytes | bytearray | memoryview) -> Int16Array:
     """Decode µ-law bytes to int16 PCM (one sample per byte)."""
-    return _ULAW_DEC[np.frombuffer(data, dtype=np.uint8)]
+    return _ULAW_DEC.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def ulaw_encode(pcm: npt.ArrayLike) -> bytes:
@@ -119,7 +119,7 @@ def ulaw_encode(pcm: npt.ArrayLike) -> bytes:
 
 def alaw_decode(data: bytes | bytearray | memoryview) -> Int16Array:
     """Decode A-law bytes to int16 PCM (one sample per byte)."""
-    return _ALAW_DEC[np.frombuffer(data, dtype=np.uint8)]
+    return _ALAW_DEC.take(np.frombuffer(data, dtype=np.uint8))
 
 
 def alaw_encode(pcm: npt.ArrayLike) -> bytes:
