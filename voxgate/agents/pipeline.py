@@ -82,7 +82,7 @@ CHUNK_FRAMES = 25
 """AudioOut chunks carry at most 0.5 s, so an Interrupt leaves little queued audio."""
 AUDIO_QUEUE = 250
 """Caller audio frames buffered per call (5 s) before new ones are dropped."""
-FIRST_PIECE_CHARS = 20
+FIRST_PIECE_CHARS = 30
 """Live replies: a longer first sentence is split at its first clause break, because
 Piper renders a piece at ~6 ms per character and the caller waits for the first."""
 UPSAMPLE_QUALITY = "QQ"
