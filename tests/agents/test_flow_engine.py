@@ -589,3 +589,20 @@ def test_failed_transfer_without_a_failed_edge_leaves_the_ending_to_the_owner() 
     assert engine.start(0.0) == [Transfer("+15550100", "tr")]
     assert engine.on_transfer_failed(1.0) == []
     assert engine.finished
+
+
+def test_repeat_after_an_answer_replays_the_answer() -> None:
+    engine = demo()
+    engine.start(0.0)
+    answer = says(engine.on_utterance("What are your opening hours on Saturday?", 1.0))
+    assert answer  # the hours answer, then the main menu listens again
+    assert says(engine.on_utterance("Can you repeat that?", 2.0)) == answer
+    assert engine.listening
+    # Asked twice in a row, the same words again.
+    assert says(engine.on_utterance("Sorry, say that again?", 3.0)) == answer
+
+
+def test_repeat_before_anything_was_answered_replays_the_greeting() -> None:
+    engine = demo()
+    greeting = says(engine.start(0.0))
+    assert says(engine.on_utterance("Pardon?", 1.0)) == greeting

@@ -277,6 +277,9 @@ class FlowEngine:
         self._no_match = 0
         self._no_input = 0
         self._prompt: list[Say] = []  # what the current listening node last asked
+        # Everything the agent said in its latest turn: what "say that again" replays.
+        self._last_spoken: list[Say] = []
+        self._speaking_turn: _Turn | None = None
         self._no_input_deadline: float | None = None
         self._digits = ""
         self._digit_deadline: float | None = None
@@ -734,7 +737,7 @@ class FlowEngine:
         self._listen(node, turn)
 
     def _repeat_prompt(self, node: FlowNode, turn: _Turn) -> None:
-        for say in self._prompt:
+        for say in self._last_spoken or self._prompt:
             turn.actions.append(say)
             turn.spoke = True
             self._remember("assistant", say.text)
@@ -794,6 +797,9 @@ class FlowEngine:
             say = Say(self._render(text), False, barge_in, node_id)
         turn.actions.append(say)
         turn.spoke = True
+        if self._speaking_turn is not turn:
+            self._speaking_turn, self._last_spoken = turn, []
+        self._last_spoken.append(say)
         self._remember("assistant", say.text)
         return say
 
