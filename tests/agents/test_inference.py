@@ -72,6 +72,17 @@ def test_partial_is_skipped_when_busy_and_runs_when_idle() -> None:
     sched.shutdown()
 
 
+def test_partial_waits_for_a_fully_idle_scheduler() -> None:
+    # One of two threads free is not enough: a running job means the CPU is in use.
+    sched = InferenceScheduler(2)
+    release = _blocked(sched)
+    assert sched.has_idle_thread() and not sched.idle()
+    assert sched.try_submit(Priority.PARTIAL, lambda: 1) is None
+    assert not has_idle_thread(sched)
+    release.set()
+    sched.shutdown()
+
+
 def test_queue_is_bounded() -> None:
     sched = InferenceScheduler(1, max_queued=2)
     release = _blocked(sched)
@@ -161,3 +172,33 @@ async def test_asyncio_helpers_and_run_in_executor() -> None:
         other = try_run(pool, Priority.PARTIAL, lambda: 2)
         assert other is not None and await other == 2
         assert has_idle_thread(pool)
+
+
+def test_best_effort_jobs_get_a_bounded_share() -> None:
+    now = [100.0]
+    sched = InferenceScheduler(1, best_effort_share=0.25, clock=lambda: now[0])
+
+    def partial() -> None:
+        now[0] += 0.2  # the job "takes" 0.2 s
+
+    first = sched.try_submit(Priority.PARTIAL, partial)
+    assert first is not None
+    first.result(10)
+    for _ in range(1000):  # the thread marks itself free just after the result
+        if sched.busy == 0:
+            break
+        threading.Event().wait(0.005)
+    # 0.2 s of work at a 25 % share: the next best-effort job waits 0.6 s.
+    now[0] += 0.5
+    assert not sched.idle()
+    assert sched.try_submit(Priority.PARTIAL, lambda: None) is None
+    now[0] += 0.11
+    assert sched.idle()
+    again = sched.try_submit(Priority.PARTIAL, lambda: None)
+    assert again is not None
+    again.result(10)
+    # Finals never wait for the share.
+    assert sched.submit_at(Priority.FINAL, lambda: 3).result(10) == 3
+    with pytest.raises(ValueError):
+        InferenceScheduler(1, best_effort_share=0.0)
+    sched.shutdown()

@@ -9,8 +9,15 @@ job slower). Jobs wait in one bounded priority queue:
   a reply's later pieces have the earlier pieces' playing time as slack.
 - ``PARTIAL``: partial hypotheses while a caller speaks. They only feed live
   captions, and a late one is useless (the next one replaces it), so a partial is
-  started only when a thread is idle and nothing else waits; otherwise it is
-  skipped (:meth:`InferenceScheduler.try_submit` returns ``None``).
+  started only when the scheduler is idle (no job running or waiting); otherwise
+  it is skipped (:meth:`InferenceScheduler.try_submit` returns ``None``). So at
+  most one partial runs at a time and, with two or more threads, a final that
+  arrives meanwhile still finds a free thread. An idle thread is not an idle CPU
+  on a busy host: a whole Whisper pass per partial (~0.25 s of CPU, the encoder
+  window is at least 10 s) would otherwise be spent whenever one thread is free.
+  So best-effort jobs also get at most ``best_effort_share`` of one thread's time
+  (after one took ``d`` seconds, the next waits ``d * (1 / share - 1)``): with
+  many callers talking, captions get sparser instead of finals getting later.
 
 Within a priority, jobs run first come first served. The queue is bounded: when
 ``max_queued`` jobs wait, :meth:`submit_at` raises :class:`InferenceOverloaded`
@@ -103,6 +110,7 @@ class InferenceScheduler(Executor):
         threads: int | None = None,
         *,
         max_queued: int = 64,
+        best_effort_share: float = 0.25,
         name: str = "infer",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -110,8 +118,12 @@ class InferenceScheduler(Executor):
             raise ValueError("threads must be >= 1")
         if max_queued < 1:
             raise ValueError("max_queued must be >= 1")
+        if not 0.0 < best_effort_share <= 1.0:
+            raise ValueError("best_effort_share must be in (0, 1]")
         self.threads = threads if threads is not None else usable_cores()
         self.max_queued = max_queued
+        self.best_effort_share = best_effort_share
+        self._best_effort_after = 0.0  # clock time before which best-effort jobs are skipped
         self.stats = SchedulerStats()
         self._clock = clock
         self._name = name
@@ -139,6 +151,11 @@ class InferenceScheduler(Executor):
         with self._cond:
             return not self._heap and self._busy < self.threads
 
+    def idle(self) -> bool:
+        """Nothing running, nothing waiting: the condition for a best-effort job."""
+        with self._cond:
+            return not self._heap and self._busy == 0 and self._clock() >= self._best_effort_after
+
     # -- submitting ----------------------------------------------------------------------
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
@@ -157,14 +174,27 @@ class InferenceScheduler(Executor):
         return future
 
     def try_submit(self, priority: Priority, fn: Callable[[], T]) -> Future[T] | None:
-        """Submit only if the job would start at once; ``None`` (skipped) otherwise."""
+        """Submit only if the scheduler is idle; ``None`` (skipped) otherwise."""
         future: Future[T] = Future()
         with self._cond:
-            if self._closed or self._heap or self._busy >= self.threads:
+            if self._closed or self._heap or self._busy or self._clock() < self._best_effort_after:
                 self.stats.partials_skipped += 1
                 return None
-            self._push(priority, future, fn)
+            self._push(priority, future, self._best_effort(fn))
         return future
+
+    def _best_effort(self, fn: Callable[[], T]) -> Callable[[], T]:
+        def run() -> T:
+            started = self._clock()
+            try:
+                return fn()
+            finally:
+                took = self._clock() - started
+                rest = took * (1.0 / self.best_effort_share - 1.0)
+                with self._cond:
+                    self._best_effort_after = max(self._best_effort_after, self._clock() + rest)
+
+        return run
 
     def _push(self, priority: Priority, future: Future[Any], fn: Callable[[], Any]) -> None:
         # Called with the lock held.
@@ -235,7 +265,7 @@ async def run_at(executor: Executor, priority: Priority, fn: Callable[[], T]) ->
 def try_run(
     executor: Executor, priority: Priority, fn: Callable[[], T]
 ) -> asyncio.Future[T] | None:
-    """Start ``fn`` only if a thread is idle now; ``None`` when it was skipped.
+    """Start ``fn`` only if the scheduler is idle now; ``None`` when it was skipped.
 
     Any other executor always accepts (it has no notion of busy).
     """
@@ -246,4 +276,5 @@ def try_run(
 
 
 def has_idle_thread(executor: Executor) -> bool:
-    return executor.has_idle_thread() if isinstance(executor, InferenceScheduler) else True
+    """Whether a best-effort job would be accepted now (see :meth:`InferenceScheduler.idle`)."""
+    return executor.idle() if isinstance(executor, InferenceScheduler) else True

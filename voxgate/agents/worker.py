@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import socket
@@ -36,8 +38,48 @@ from voxgate.agents.vad import VadPool
 log = logging.getLogger("voxgate.worker")
 
 HELLO_ACK_TIMEOUT = 30.0
+MMAP_THRESHOLD = 256 * 1024
+"""Allocations from this size up get their own mapping, returned to the OS on free."""
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 EXIT_MODEL_ERROR = 3
 EXIT_PROTOCOL_ERROR = 4
+
+
+class MallocTuning:
+    """glibc heap settings that keep a long-lived worker's RSS near what it uses.
+
+    Audio buffers, mel features and Piper output are numpy arrays of 100 KB to a few
+    MB that live for one turn. glibc raises its mmap threshold each time such a
+    block is freed, after which they come from the heap, which fragments and never
+    shrinks: RSS creeps up with every call. A fixed threshold keeps them in their
+    own mappings; ``trim`` hands the heap's free tail back after a call ends.
+    (``MALLOC_ARENA_MAX`` is set by the supervisor; it must be in the environment
+    before the process starts.) A no-op where the C library is not glibc.
+    """
+
+    def __init__(self) -> None:
+        self._libc: ctypes.CDLL | None = None
+        name = ctypes.util.find_library("c")
+        if name is None or not sys.platform.startswith("linux"):
+            return
+        try:
+            libc = ctypes.CDLL(name)
+            libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            return
+        self._libc = libc
+
+    @property
+    def available(self) -> bool:
+        return self._libc is not None
+
+    def fix_mmap_threshold(self, size: int = MMAP_THRESHOLD) -> bool:
+        return self._libc is not None and bool(self._libc.mallopt(_M_MMAP_THRESHOLD, size))
+
+    def trim(self) -> None:
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
 
 
 def inference_threads(requested: int | None = None) -> int:
@@ -90,6 +132,7 @@ class Worker:
         self.calls: dict[str, CallPipeline] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._process = psutil.Process()
+        self.malloc = MallocTuning()
 
     async def handshake(self) -> None:
         models = {
@@ -203,6 +246,8 @@ class Worker:
         finally:
             self.calls.pop(pipeline.call_id, None)
             self._tasks.pop(pipeline.call_id, None)
+            # Off the loop: trimming a large heap can take a few milliseconds.
+            asyncio.get_running_loop().run_in_executor(self.resources.realtime, self.malloc.trim)
         with contextlib.suppress(ipc.ChannelClosed):
             await self.channel.send(ipc.CallEnded(call_id=pipeline.call_id, reason=reason))
 
@@ -248,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s worker[%(process)d] %(message)s"
     )
     enforce_offline(os.environ)
+    MallocTuning().fix_mmap_threshold()
     threads = inference_threads(args.inference_threads)
     models = SpeechModelConfig(
         stt_model=args.stt_model,
