@@ -270,6 +270,8 @@ async def run_worker(sock: socket.socket, resources: PipelineResources, *, max_c
     finally:
         await resources.side_work.close()
         await channel.close()
+        if isinstance(resources.inference, InferenceScheduler):
+            log.info("inference scheduler: %s", resources.inference.stats.as_dict())
 
 
 def main(argv: list[str] | None = None) -> int:
