@@ -26,7 +26,9 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from voxgate.agents import ipc
+# lazy_imports first (isort keeps it before every other voxgate.agents module): it
+# defers PyAV before faster-whisper imports it; see that module.
+from voxgate.agents import ipc, lazy_imports  # noqa: F401
 from voxgate.agents.flowspec import FlowValidationError, parse_flow
 from voxgate.agents.inference import InferenceScheduler, usable_cores
 from voxgate.agents.models import ModelError, SpeechModelConfig, enforce_offline
