@@ -606,3 +606,22 @@ def test_repeat_before_anything_was_answered_replays_the_greeting() -> None:
     engine = demo()
     greeting = says(engine.start(0.0))
     assert says(engine.on_utterance("Pardon?", 1.0)) == greeting
+
+
+def test_no_input_timer_waits_while_the_caller_speaks() -> None:
+    engine = demo()
+    engine.start(0.0)
+    engine.on_prompt_played(1.0)
+    assert engine.next_timeout() == 7.0
+    engine.on_caller_speaking(2.0)
+    assert engine.next_timeout() is None  # recognition may take a while: no "are you there?"
+    assert engine.on_timer(8.0) == []
+    engine.on_caller_silent(9.0)  # the sound was not words
+    assert engine.next_timeout() == 15.0
+    engine.on_caller_speaking(10.0)
+    engine.on_prompt_played(10.5)  # a prompt ending mid-speech does not re-arm it
+    assert engine.next_timeout() is None
+    actions = engine.on_utterance("What are your opening hours on Saturday?", 11.0)
+    assert says(actions)
+    engine.on_prompt_played(12.0)
+    assert engine.next_timeout() == 18.0

@@ -286,6 +286,7 @@ class FlowEngine:
         self._request_seq = 0
         self._pending_request: str | None = None
         self._transfer_node: str | None = None  # asked for a transfer from here
+        self._caller_speaking = False  # between on_caller_speaking and its outcome
         self._pending_deadline: float | None = None
 
     # --- public API ------------------------------------------------------------
@@ -321,6 +322,7 @@ class FlowEngine:
 
     def on_utterance(self, text: str, now: float) -> list[Action]:
         """A final transcript of what the caller said."""
+        self._caller_speaking = False
         if not self._accepts(Event.UTTERANCE) or not text.strip():
             return []
         turn = _Turn(now)
@@ -372,6 +374,7 @@ class FlowEngine:
             self._accepts(Event.PROMPT_PLAYED)
             and self._no_input_deadline is None
             and (not self._digits)
+            and not self._caller_speaking
         ):
             self._no_input_deadline = now + self._no_input_timeout
         return []
@@ -384,6 +387,20 @@ class FlowEngine:
             if d is not None
         ]
         return min(deadlines) if deadlines else None
+
+    def on_caller_speaking(self, now: float) -> None:
+        """The caller started talking: silence is not "no input" while they speak
+        and their words are being recognised.  ``on_utterance`` or
+        :meth:`on_caller_silent` follows."""
+        self._caller_speaking = True
+        if self._state is State.LISTENING:
+            self._no_input_deadline = None
+
+    def on_caller_silent(self, now: float) -> None:
+        """What the caller said yielded no words: the no-input wait starts again."""
+        self._caller_speaking = False
+        if self._state is State.LISTENING and self._no_input_deadline is None:
+            self._no_input_deadline = now + self._no_input_timeout
 
     def on_transfer_failed(self, now: float) -> list[Action]:
         """The transfer this flow asked for did not happen: follow its ``failed`` port.

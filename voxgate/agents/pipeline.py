@@ -418,6 +418,8 @@ class CallPipeline:
 
     async def _on_endpoint_event(self, event: EndpointEvent) -> None:
         if isinstance(event, SpeechStart):
+            if self._listening():
+                self._engine.on_caller_speaking(self._clock())
             await self._send(ipc.SpeechStarted(call_id=self.call_id, at=event.onset))
         elif isinstance(event, BargeIn):
             if self.settings.barge_in and self._barge_allowed and self.agent_audio_pending:
@@ -430,6 +432,7 @@ class CallPipeline:
                 self.early_ends += 1
             await self._send(ipc.SpeechEnded(call_id=self.call_id, at=event.end))
             if not self._listening():
+                self._engine.on_caller_silent(self._clock())
                 return
             self._finals.put_nowait(event)
 
@@ -508,6 +511,8 @@ class CallPipeline:
                 )
             stt_wait = self._clock() - detected
             if not result.text:
+                self._engine.on_caller_silent(self._clock())
+                self._wake.set()  # the no-input deadline may have moved
                 continue
             await self._send(
                 ipc.Transcript(
