@@ -248,8 +248,12 @@ class Worker:
         finally:
             self.calls.pop(pipeline.call_id, None)
             self._tasks.pop(pipeline.call_id, None)
-            # Off the loop: trimming a large heap can take a few milliseconds.
-            asyncio.get_running_loop().run_in_executor(self.resources.realtime, self.malloc.trim)
+            # Off the loop: trimming a large heap can take a few milliseconds. (Not
+            # possible once the pools are shut down; nothing is lost then.)
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().run_in_executor(
+                    self.resources.realtime, self.malloc.trim
+                )
         with contextlib.suppress(ipc.ChannelClosed):
             await self.channel.send(ipc.CallEnded(call_id=pipeline.call_id, reason=reason))
 
