@@ -97,3 +97,40 @@ async def test_more_concurrent_commands_than_pool_connections_all_succeed(store:
     )
     assert int(await store.redis.get(b"counter") or 0) == count
     assert store.healthy and store.outages == 0
+
+
+_OWNER = """
+import asyncio, sys
+from pathlib import Path
+from voxgate.tenants.store import Store
+
+async def main() -> None:
+    store = await Store.open(redis_url=None, data_dir=Path(sys.argv[1]))
+    print(store.embedded_pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def test_embedded_redis_does_not_outlive_a_killed_server(tmp_path: Path) -> None:
+    import select
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        redis_pid = int(owner.stdout.readline())
+        watcher = os.pidfd_open(redis_pid)
+    finally:
+        owner.kill()
+        owner.wait(10)
+    try:
+        # The pidfd becomes readable when the process exits: no polling loop.
+        readable, _, _ = select.select([watcher], [], [], WAIT)
+        assert readable, "redis-server survived its killed owner"
+    finally:
+        os.close(watcher)

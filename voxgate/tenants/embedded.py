@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,20 @@ _STOP_TIMEOUT = 10.0
 def _quote(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> None:
+    """In the forked child: get SIGTERM when voxgate dies, even by SIGKILL.
+
+    A clean stop shuts Redis down itself; this covers the unclean ones, so no
+    orphaned ``redis-server`` outlives its server (Linux only; elsewhere the next
+    start on the same data dir stops a leftover one).
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class EmbeddedRedis:
@@ -81,6 +97,7 @@ class EmbeddedRedis:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(self._proc))
         await self._wait_ready(self._proc)
