@@ -31,10 +31,10 @@ from msgspec import Meta
 
 from voxgate.tenants import keyspace
 from voxgate.tenants.audit import AuditLog
-from voxgate.tenants.errors import InvalidInput, NotFound
+from voxgate.tenants.errors import InvalidInput
 from voxgate.tenants.models import decode_json, revalidate
 from voxgate.tenants.numbers import Numbers, normalize_number
-from voxgate.tenants.store import Store, to_bytes
+from voxgate.tenants.store import Store, require_tenant, to_bytes
 
 # ITU-T E.164 country codes are prefix-free: 1 and 7 are one digit, these are two,
 # every other assigned code has three.
@@ -269,16 +269,10 @@ class DialPolicies:
         self._numbers = numbers
         self._audit = AuditLog(store, clock=clock)
 
-    async def _require_tenant(self, tenant_id: str) -> None:
-        async with self._store.guard():
-            exists = await self._store.redis.exists(keyspace.tenant_key(tenant_id, "tenant"))
-        if not exists:
-            raise NotFound(f"tenant {tenant_id!r} not found")
-
     async def get(self, tenant_id: str) -> DialPolicy:
         """The tenant's policy (the default one if none was stored)."""
         key = _policy_key(tenant_id)
-        await self._require_tenant(tenant_id)
+        await require_tenant(self._store, tenant_id)
         async with self._store.guard():
             raw = await self._store.redis.get(key)
         return DialPolicy() if raw is None else decode_json(to_bytes(raw), DialPolicy)
@@ -311,7 +305,7 @@ class DialPolicies:
             raise InvalidInput("not a country code", "$.home_country_code")
         policy.allowed_prefixes = list(dict.fromkeys(policy.allowed_prefixes))
         key = _policy_key(tenant_id)
-        await self._require_tenant(tenant_id)
+        await require_tenant(self._store, tenant_id)
         async with self._store.guard():
             await self._store.redis.set(key, msgspec.json.encode(policy))
         await self._audit.append(

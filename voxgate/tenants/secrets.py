@@ -20,7 +20,7 @@ from voxgate.tenants.audit import AuditLog
 from voxgate.tenants.crypto import Envelope
 from voxgate.tenants.errors import InvalidInput, NotFound
 from voxgate.tenants.models import SECRET_NAME_PATTERN, SecretInfo, SecretList
-from voxgate.tenants.store import Store, to_bytes
+from voxgate.tenants.store import Store, require_tenant, to_bytes
 
 MAX_SECRET_BYTES = 64 * 1024
 _NAME = re.compile(SECRET_NAME_PATTERN)
@@ -46,12 +46,6 @@ class SecretVault:
         self._audit = AuditLog(store, clock=clock)
         self._clock = clock
 
-    async def _require_tenant(self, tenant_id: str) -> None:
-        async with self._store.guard():
-            exists = await self._store.redis.exists(keyspace.tenant_key(tenant_id, "tenant"))
-        if not exists:
-            raise NotFound(f"tenant {tenant_id!r} not found")
-
     async def put(
         self, tenant_id: str, name: str, value: dict[str, Any], actor: str = "system"
     ) -> SecretInfo:
@@ -66,7 +60,7 @@ class SecretVault:
             raise InvalidInput(f"secret value is not JSON-encodable: {exc}", "$") from None
         if len(plaintext) > MAX_SECRET_BYTES:
             raise InvalidInput(f"secret value exceeds {MAX_SECRET_BYTES} bytes", "$")
-        await self._require_tenant(tenant_id)
+        await require_tenant(self._store, tenant_id)
         sealed = await self._envelope.seal(tenant_id, name, plaintext)
         now = self._clock()
         async with self._store.guard():
@@ -91,7 +85,7 @@ class SecretVault:
     async def list(self, tenant_id: str) -> SecretList:
         """Names and update times, sorted by name; never values."""
         index_key = _index_key(tenant_id)
-        await self._require_tenant(tenant_id)
+        await require_tenant(self._store, tenant_id)
         async with self._store.guard():
             raw = await self._store.redis.hgetall(index_key)
         infos = [

@@ -26,8 +26,9 @@ from redis.exceptions import BusyLoadingError, RedisError, WatchError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from voxgate.tenants import keyspace
 from voxgate.tenants.embedded import EmbeddedRedis
-from voxgate.tenants.errors import Conflict, StoreUnavailable
+from voxgate.tenants.errors import Conflict, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,14 @@ class Store:
         if self._embedded is not None:
             await self._embedded.stop()
         await self._set_health(False)
+
+
+async def require_tenant(store: Store, tenant_id: str) -> None:
+    """Raise ``NotFound`` unless the tenant's record exists."""
+    async with store.guard():
+        exists = await store.redis.exists(keyspace.tenant_key(tenant_id, "tenant"))
+    if not exists:
+        raise NotFound(f"tenant {tenant_id!r} not found")
 
 
 def to_bytes(value: object) -> bytes:

@@ -22,7 +22,7 @@ from voxgate.tenants import keyspace
 from voxgate.tenants.audit import AuditLog
 from voxgate.tenants.errors import NotFound
 from voxgate.tenants.models import E164, decode_json, revalidate
-from voxgate.tenants.store import Store, to_bytes
+from voxgate.tenants.store import Store, require_tenant, to_bytes
 
 __all__ = [
     "MAX_TARGETS",
@@ -74,15 +74,9 @@ class TransferTargetStore:
         self._store = store
         self._audit = AuditLog(store, clock=clock)
 
-    async def _require_tenant(self, tenant_id: str) -> None:
-        async with self._store.guard():
-            exists = await self._store.redis.exists(keyspace.tenant_key(tenant_id, "tenant"))
-        if not exists:
-            raise NotFound(f"tenant {tenant_id!r} not found")
-
     async def get(self, tenant_id: str) -> TransferTargets:
         key = _key(tenant_id)
-        await self._require_tenant(tenant_id)
+        await require_tenant(self._store, tenant_id)
         async with self._store.guard():
             raw = await self._store.redis.get(key)
         return TransferTargets() if raw is None else decode_json(to_bytes(raw), TransferTargets)
@@ -93,7 +87,7 @@ class TransferTargetStore:
         """Replace the tenant's targets (invalid names/numbers raise ``InvalidInput``)."""
         targets = revalidate(targets)
         key = _key(tenant_id)
-        await self._require_tenant(tenant_id)
+        await require_tenant(self._store, tenant_id)
         async with self._store.guard():
             await self._store.redis.set(key, msgspec.json.encode(targets))
         await self._audit.append(
