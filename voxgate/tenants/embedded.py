@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
@@ -40,18 +39,17 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _stop_with_parent() -> None:
-    """In the forked child: get SIGTERM when voxgate dies, even by SIGKILL.
+def _launcher() -> list[str]:
+    """Prefix that makes the child get SIGTERM when voxgate dies, even by SIGKILL.
 
     A clean stop shuts Redis down itself; this covers the unclean ones, so no
-    orphaned ``redis-server`` outlives its server (Linux only; elsewhere the next
-    start on the same data dir stops a leftover one).
+    orphaned ``redis-server`` outlives its server.  util-linux's ``setpriv`` sets
+    the parent-death signal and execs Redis; a Python ``preexec_fn`` would do the
+    same but forces a full fork of this (large) process on the event loop.
+    Without ``setpriv`` the next start on the same data dir stops a leftover one.
     """
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 class EmbeddedRedis:
@@ -91,13 +89,13 @@ class EmbeddedRedis:
         # A new session keeps a terminal's Ctrl-C away from Redis: the server
         # drains first and stops Redis itself afterwards.
         self._proc = await asyncio.create_subprocess_exec(
+            *_launcher(),
             executable,
             str(self._config_path),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_stop_with_parent,
         )
         self._watch = asyncio.get_running_loop().create_task(self._watch_exit(self._proc))
         await self._wait_ready(self._proc)
