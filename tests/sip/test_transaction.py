@@ -615,3 +615,15 @@ def test_many_transactions_stay_fast_and_bounded() -> None:
     assert all(tx.state is TxState.TERMINATED for tx in txs)
     assert len(layer.take_events()) == 2000
     assert layer.transactions == [] and layer.next_timeout() is None
+
+
+def test_malformed_request_whose_via_cannot_be_copied_is_dropped() -> None:
+    # Found by fuzzing: the stateless 400 needs the Via it cannot parse.
+    layer = TransactionLayer()
+    data = (
+        b'BAD LINE\r\nVia: SIP/2.0/UDP h.example.com;branch=z9hG4bK1, "open\r\n'
+        b"Call-ID: x\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nl: 0\r\n\r\n"
+    )
+    layer.receive(data, ("192.0.2.5", 5060), Transport.UDP, 0.0)
+    assert layer.take_outgoing() == []
+    assert layer.take_events() == []

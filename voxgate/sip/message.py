@@ -1088,7 +1088,10 @@ def error_response(exc: SipParseError, source: tuple[str, int] | None = None) ->
         return None
     if request.method == "ACK" or "Via" not in request.headers:
         return None
-    return make_response(request, exc.status, exc.reason, source=source)
+    try:
+        return make_response(request, exc.status, exc.reason, source=source)
+    except SipParseError:
+        return None  # the headers an answer copies (Via, From, To...) are unusable too
 
 
 def make_response(
