@@ -83,6 +83,8 @@ CHUNK_FRAMES = 25
 AUDIO_QUEUE = 250
 """Caller audio frames buffered per call (5 s) before new ones are dropped."""
 FIRST_PIECE_CHARS = 30
+# Caller utterances that may wait for their final transcript at once.
+MAX_PENDING_UTTERANCES = 8
 """Live replies: a longer first sentence is split at its first clause break, because
 Piper renders a piece at ~6 ms per character and the caller waits for the first."""
 UPSAMPLE_QUALITY = "QQ"
@@ -216,7 +218,8 @@ class CallPipeline:
         self._mark_seq = 0
         self._out_seq = 0
         self._wake = asyncio.Event()
-        self._finals: asyncio.Queue[SpeechEnd] = asyncio.Queue()
+        # One entry per caller utterance awaiting its final transcript.
+        self._finals: asyncio.Queue[SpeechEnd] = asyncio.Queue(MAX_PENDING_UTTERANCES)
         self._partial_running = False
         self._last_partial_at = 0.0
         self._turns = 0
@@ -434,6 +437,10 @@ class CallPipeline:
             if not self._listening():
                 self._engine.on_caller_silent(self._clock())
                 return
+            if self._finals.full():
+                # Recognition is this far behind: the oldest utterance is stale by now.
+                self._finals.get_nowait()
+                log.warning("call %s: dropped an utterance awaiting recognition", self.call_id)
             self._finals.put_nowait(event)
 
     def _listening(self) -> bool:
