@@ -76,7 +76,9 @@ async def test_booking_asks_and_dtmf_routes(
         wait_for_greeting=True,
         keep_audio=True,
         gap_max_s=1.2,
-        silence_before_s=0.3,
+        # The caller presses 1, listens to the hours answer, then says goodbye
+        # (speaking sooner would barge in and cut the answer short).
+        silence_before_s=9.0,
         dtmf="1",
         dtmf_at_s=0.2,
         silence_after_s=12.0,
