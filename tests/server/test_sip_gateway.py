@@ -10,6 +10,10 @@ import msgspec
 import pytest
 
 from tests.e2e.sip_env import ECHO_NUMBER, PROMPT_NUMBER, SipEnv, sip_server
+from voxgate.server.app import create_app
+from voxgate.server.call_control import CALLS
+from voxgate.server.config import Config
+from voxgate.server.services import Services
 from voxgate.server.sip_gateway import dial_user
 from voxgate.sip.digest import DigestClient
 from voxgate.sip.rtp import RtpPacket
@@ -248,3 +252,34 @@ async def test_remote_hangup_from_prompt_agent(env: SipEnv, caller: UserAgent) -
     assert listener.reasons == [SessionEnd.REMOTE_BYE]
     assert rtp.packets.qsize() > 50  # about 1.7 s of tones arrived
     rtp_transport.close()
+
+
+async def test_port_zero_retries_when_tcp_cannot_take_the_udp_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno as errno_codes
+
+    from voxgate.server import sip_gateway
+
+    real_listen_tcp = SipTransports.listen_tcp
+    refusals: list[int] = []
+
+    async def busy_once(self: SipTransports, host: str, port: int) -> object:
+        if not refusals:
+            refusals.append(port)
+            raise OSError(errno_codes.EADDRINUSE, "address already in use")
+        return await real_listen_tcp(self, host, port)
+
+    monkeypatch.setattr(SipTransports, "listen_tcp", busy_once)
+    config = Config(data_dir=tmp_path / "data", sip_port=0, rtp_ports=(47000, 47099))
+    services = await Services.open(config)
+    try:
+        app = create_app(config, services)
+        listener = await sip_gateway.start_sip(config, services, app[CALLS], ring_seconds=0)
+        try:
+            assert len(refusals) == 1  # the first free UDP port was busy over TCP
+            assert set(listener.endpoints) == {"sip_udp", "sip_tcp"}
+        finally:
+            await listener.close()
+    finally:
+        await services.close()

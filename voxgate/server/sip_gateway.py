@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -704,6 +705,9 @@ def _ring_seconds() -> float:
         return 0.25
 
 
+PORT_ZERO_ATTEMPTS = 8
+
+
 async def start_sip(
     config: Config,
     services: Services,
@@ -712,14 +716,19 @@ async def start_sip(
     ring_seconds: float | None = None,
 ) -> SipListener:
     """Listen for SIP on ``config.host:config.sip_port`` (UDP and TCP; 0 = a free port)."""
-    transports = SipTransports()
-    try:
-        address = await transports.listen_udp(config.host, config.sip_port)
-        # TCP on the same port number as UDP, as SIP expects of one address.
-        await transports.listen_tcp(config.host, address[1])
-    except OSError:
-        await transports.close()
-        raise
+    # With port 0 the free UDP port may be taken for TCP: then try another one.
+    attempts = PORT_ZERO_ATTEMPTS if config.sip_port == 0 else 1
+    for attempt in range(attempts):
+        transports = SipTransports()
+        try:
+            address = await transports.listen_udp(config.host, config.sip_port)
+            # TCP on the same port number as UDP, as SIP expects of one address.
+            await transports.listen_tcp(config.host, address[1])
+            break
+        except OSError as exc:
+            await transports.close()
+            if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
     rtp_clock = RtpClock()
     gateway = SipGateway(
         services,
