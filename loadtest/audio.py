@@ -183,8 +183,8 @@ def write_mulaw_wav(path: Path, payload: bytes | bytearray) -> None:
 
 
 def default_audio_dir() -> Path:
-    """``<repo>/../shared/testdata/audio``, where the fixtures live."""
-    return Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "audio"
+    """``<repo>/tests/data/audio``, where the fixtures live."""
+    return Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"
 
 
 class _ManifestEntry(msgspec.Struct):

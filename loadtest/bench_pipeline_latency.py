@@ -46,7 +46,7 @@ from voxgate.agents.prompt_cache import PromptCache
 from voxgate.agents.stt import SttConfig
 from voxgate.agents.worker import load_resources
 
-AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"
 FRAME_S = 0.02
 FRAME = 160
 SILENCE = b"\xff" * FRAME

@@ -2,7 +2,7 @@
 
     python -m loadtest.bench_speech [--json out.json] [--threads 1]
 
-Uses the phrase fixtures of ``../shared/testdata/audio``; every model comes from
+Uses the phrase fixtures of ``tests/data/audio``; every model comes from
 installed packages (nothing is downloaded). Numbers are for one process on an
 otherwise idle machine; run it alone.
 """
@@ -31,7 +31,7 @@ from voxgate.agents.vad import SileroVad, VadStream
 from voxgate.media.g711 import ulaw_decode
 from voxgate.media.resample import StreamResampler
 
-AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"
 REPLIES = [
     "Hello, thanks for calling. How can I help you today?",
     "We open at eight and close at six.",

@@ -48,7 +48,7 @@ from voxgate.tenants.store import to_bytes
 
 ADMIN = "bench-admin-token-0123456789abcdef"
 PUBLIC_URL = "https://voice.example.com"
-AUDIO = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[1] / "tests" / "data" / "audio"
 
 
 @dataclass

@@ -36,7 +36,7 @@ from voxgate.server.sip_gateway import SipListener, start_sip
 from voxgate.sip.transaction import Transport
 from voxgate.tenants.models import NumberCreate, Quotas, TenantCreate
 
-SCENARIOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata" / "sip" / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "sip" / "scenarios"
 NUMBER = "+15550001000"
 
 

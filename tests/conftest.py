@@ -132,7 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-TESTDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 @dataclass

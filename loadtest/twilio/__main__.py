@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", default="book_appointment", help="NAME[,NAME]: round-robin per call")
     p.add_argument("--sequence", action="store_true", help="each call plays all --audio in order")
     p.add_argument("--gap", type=float, default=3.0, help="silence between sequence parts")
-    p.add_argument("--audio-dir", help="fixture directory (default: shared/testdata/audio)")
+    p.add_argument("--audio-dir", help="fixture directory (default: tests/data/audio)")
     p.add_argument("--silence-before", type=float, default=0.5)
     p.add_argument("--silence-after", type=float, default=3.0)
     p.add_argument("--duration", type=float, help="exact call length in seconds")

@@ -21,7 +21,7 @@ from voxgate.agents.vad import WINDOW_S, WINDOW_SAMPLES, SileroVad, VadStream
 from voxgate.media.g711 import ulaw_decode
 from voxgate.media.resample import StreamResampler
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 MANIFEST = json.loads((AUDIO / "manifest.json").read_text())
 
 

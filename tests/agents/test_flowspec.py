@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,12 @@ from voxgate.agents.flowspec import (
     static_prompts,
 )
 
-DESIGN = Path(__file__).resolve().parents[2] / ".." / "shared" / "DESIGN.md"
+# The flowspec/1 example of the design document, kept as a fixture.
+DESIGN_EXAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "flowspec_design_example.json"
 
 
 def design_example() -> dict[str, Any]:
-    text = DESIGN.read_text()
-    m = re.search(r"```json\n(.*?)```", text, re.DOTALL)
-    assert m is not None
-    doc = json.loads(m.group(1))
+    doc = json.loads(DESIGN_EXAMPLE.read_text())
     assert isinstance(doc, dict)
     return doc
 

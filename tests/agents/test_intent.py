@@ -10,7 +10,7 @@ from voxgate.agents.flowspec import Intent
 from voxgate.agents.intent import IntentClassifier
 from voxgate.agents.templates import get_template
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 
 # Phrases that are NOT in the template's examples (apart from the fixture phrases
 # the template must handle); None = out of scope, must go to fallback.

@@ -19,7 +19,7 @@ from voxgate.agents.stt import SpeechRecognizer
 from voxgate.agents.tts import SpeechSynthesizer
 from voxgate.agents.vad import VadPool
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 LONG_GREETING = (
     "Hello, thanks for calling the front desk. We are open every day from eight to six. "
     "You can ask about opening hours or book an appointment. How can I help?"

@@ -32,7 +32,7 @@ from voxgate.agents.stt import SpeechRecognizer
 from voxgate.agents.tts import SpeechSynthesizer
 from voxgate.agents.vad import VadPool
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 SORRY = "Sorry, the assistant is unavailable."
 
 

@@ -13,7 +13,7 @@ from voxgate.agents.stt import SpeechRecognizer, SttConfig, SttError, hint_phras
 from voxgate.media.g711 import ulaw_decode
 from voxgate.media.resample import StreamResampler
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 MANIFEST = json.loads((AUDIO / "manifest.json").read_text())
 _DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

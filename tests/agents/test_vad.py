@@ -18,7 +18,7 @@ from voxgate.agents.vad import (
 from voxgate.media.g711 import ulaw_decode
 from voxgate.media.resample import StreamResampler
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 
 
 def _pcm16k(name: str) -> np.ndarray:

@@ -13,7 +13,7 @@ from loadtest.audio import read_mulaw_wav
 from tests.agents.test_stt import wer
 from voxgate.agents import ipc
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 ROOT = Path(__file__).resolve().parents[2]
 
 FLOW: dict[str, Any] = {

@@ -25,7 +25,7 @@ from voxgate.server.supervisor import SupervisorConfig
 from voxgate.server.worker_agent import SpeechRuntime, install_flow_agents
 
 PUBLIC_URL = "https://voice.example.com"
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 
 
 @dataclass

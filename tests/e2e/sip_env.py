@@ -20,7 +20,7 @@ from voxgate.server.telephony import sip_listener_hook
 from voxgate.sip.transaction import Transport
 from voxgate.tenants.models import NumberCreate, Quotas, TenantCreate
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 SCENARIOS = TESTDATA / "sip" / "scenarios"
 ECHO_NUMBER = "+15551230001"
 PROMPT_NUMBER = "+15551230002"

@@ -4,7 +4,7 @@ Not collected by pytest.  Run with::
 
     pip install atheris
     python tests/fuzz/fuzz_sip_parser.py -max_len=4096 -runs=1000000 \
-        ../shared/testdata/sip/rfc4475/
+        tests/data/sip/rfc4475/
 
 (passing the RFC 4475 directory seeds the corpus).  The only acceptable
 outcome for any input is a parsed message or ``SipParseError``; anything else

@@ -18,7 +18,7 @@ from loadtest.audio import (
     write_mulaw_wav,
 )
 
-AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 
 
 @pytest.fixture(scope="module")

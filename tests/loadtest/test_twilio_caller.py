@@ -33,7 +33,7 @@ from tests.loadtest.conftest import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_URL, TOKEN, 
 from voxgate.media.dtmf import DtmfEvent
 from voxgate.media.twilio_stream import StreamStarted, StreamStopped, TwilioStreamState
 
-AUDIO_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 LIB = FixtureLibrary(AUDIO_DIR)
 SILENCE = bytes([MULAW_SILENCE])
 

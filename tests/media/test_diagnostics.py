@@ -17,7 +17,7 @@ from voxgate.media.twilio_channel import TwilioMediaChannel
 from voxgate.media.twilio_stream import TwilioStreamState
 from voxgate.media.wavfile import read_wav
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 SID = "MZ42"
 
 

@@ -9,7 +9,7 @@ import pytest
 from voxgate.media.dtmf import DtmfError, DtmfEvent, DtmfSource, GoertzelDtmfDetector
 from voxgate.media.wavfile import read_wav
 
-AUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "audio"
+AUDIO = Path(__file__).resolve().parents[2] / "tests" / "data" / "audio"
 
 
 def _detect(pcm: np.ndarray, chunk: int) -> list[DtmfEvent]:

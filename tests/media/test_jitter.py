@@ -11,7 +11,7 @@ import pytest
 from voxgate.media import g711
 from voxgate.media.jitter import JitterBuffer, Playout, PlayoutKind, conceal_ulaw
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 FRAME = 0.02
 
 

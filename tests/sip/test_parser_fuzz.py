@@ -17,7 +17,7 @@ from voxgate.sip.errors import SipParseError
 from voxgate.sip.message import SipLimits, SipRequest, SipResponse, StreamFramer, parse
 from voxgate.sip.transaction import TransactionLayer, Transport, TxState
 
-RFC4475 = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "sip" / "rfc4475"
+RFC4475 = Path(__file__).resolve().parents[2] / "tests" / "data" / "sip" / "rfc4475"
 CORPUS = [p.read_bytes() for p in sorted(RFC4475.glob("*.dat"))] + [
     b"INVITE sip:bob@example.com SIP/2.0\r\n"
     b"Via: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKabc;rport\r\n"

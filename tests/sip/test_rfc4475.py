@@ -12,7 +12,7 @@ from voxgate.sip.errors import SipParseError
 from voxgate.sip.message import SipRequest, SipResponse, error_response, parse
 from voxgate.sip.uri import AbsoluteUri, SipUri
 
-RFC4475 = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "sip" / "rfc4475"
+RFC4475 = Path(__file__).resolve().parents[2] / "tests" / "data" / "sip" / "rfc4475"
 INDEX: list[dict[str, Any]] = json.loads((RFC4475 / "index.json").read_text())
 
 # Messages the parser must reject, with the status of the stateless answer

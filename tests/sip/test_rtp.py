@@ -25,7 +25,7 @@ from voxgate.sip.rtp import (
     ts_diff,
 )
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 
 
 def read_pcap_udp_payloads(path: Path) -> list[tuple[float, bytes]]:

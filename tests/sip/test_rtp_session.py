@@ -26,7 +26,7 @@ from voxgate.sip.rtp_session import (
 )
 from voxgate.sip.sdp import PCMA, PCMU, Codec, Direction, MediaParams
 
-TESTDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 A_ADDR = ("10.0.0.1", 20000)
 B_ADDR = ("10.0.0.2", 30000)
 T0 = 1000.0

@@ -25,7 +25,7 @@ from voxgate.sip.transaction import (
     TxState,
 )
 
-RFC4475 = Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "sip" / "rfc4475"
+RFC4475 = Path(__file__).resolve().parents[2] / "tests" / "data" / "sip" / "rfc4475"
 PEER = ("192.0.2.10", 5060)
 UAC_VIA = "SIP/2.0/UDP 192.0.2.1:5062;branch={branch};rport"
 
