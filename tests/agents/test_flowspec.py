@@ -25,7 +25,8 @@ from voxgate.agents.flowspec import (
 )
 
 # The flowspec/1 example of the design document, kept as a fixture.
-DESIGN_EXAMPLE = Path(__file__).resolve().parents[2] / "tests" / "data" / "flowspec_design_example.json"
+DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
+DESIGN_EXAMPLE = DATA / "flowspec_design_example.json"
 
 
 def design_example() -> dict[str, Any]:
