@@ -177,6 +177,7 @@ def test_port_in_use_is_one_line_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert f"{port}" in lines[0] and "in use" in lines[0]
+    assert "--http-port" in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -231,7 +232,14 @@ def test_config_precedence() -> None:
     assert config.milvus_uri == "http://milvus:19530"
     env["VOXGATE_REDIS_URL"] = "redis://primary:6379"
     assert config_from({}, env).redis_url == "redis://primary:6379"
-    assert config_from({}, {}) == Config()
+    assert config_from({}, {}) == Config(data_dir=Path.cwd() / ".voxgate")
+    # Every path flag is pinned to an absolute path at start-up.
+    relative = config_from({"data_dir": "state", "ready_file": "r.json", "milvus_uri": "kb.db"}, {})
+    assert relative.data_dir == Path.cwd() / "state"
+    assert relative.ready_file == Path.cwd() / "r.json"
+    assert relative.milvus_uri == str(Path.cwd() / "kb.db")
+    with pytest.raises(ConfigError, match="--data-dir"):
+        config_from({"data_dir": " "}, {})
     with pytest.raises(ConfigError, match="--http-port"):
         config_from({"http_port": "-1"}, {})
 

@@ -169,11 +169,15 @@ def announce(ready: ReadyInfo) -> None:
     print(f"voxgate listening on {ready.http}", flush=True)
 
 
-async def serve(config: Config, on_started: Sequence[StartedHook] = ()) -> int:
+async def serve(
+    config: Config,
+    on_started: Sequence[StartedHook] = (),
+    announcer: Callable[[ReadyInfo], None] = announce,
+) -> int:
     server = Server(config, on_started=on_started)
     server.listener_hooks.append(sip_listener_hook(server))
     try:
-        await server.run(announce)
+        await server.run(announcer)
     except ListenError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except TenantsError as exc:
@@ -291,6 +295,7 @@ def main(
     argv: Sequence[str] | None = None,
     *,
     on_started: Sequence[StartedHook] = (),
+    announcer: Callable[[ReadyInfo], None] = announce,
     command: Callable[[Config, argparse.Namespace], Awaitable[int]] | None = None,
 ) -> int:
     """Entry point of the ``voxgate`` console script; returns the exit code."""
@@ -304,7 +309,7 @@ def main(
         config = config_from(flags, dict(os.environ))
         configure_logging(config.log_level if args.command == "serve" else "error")
         if args.command == "serve":
-            return run_async(serve(config, on_started))
+            return run_async(serve(config, on_started, announcer))
         return run_async((command or _manage)(config, args))
     except (UsageError, ConfigError) as exc:
         return _fail(str(exc), EXIT_USAGE)

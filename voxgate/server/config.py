@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import msgspec
@@ -90,6 +91,11 @@ def parse_seconds(text: str, name: str) -> float:
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def absolute(path: Path) -> Path:
+    """``path`` made absolute against the current directory (``~`` expanded)."""
+    return Path(os.path.abspath(path.expanduser()))
+
+
 def config_from(flags: dict[str, str | None], env: dict[str, str]) -> Config:
     """Build a Config: a flag wins over ``VOXGATE_<NAME>``, which wins over the default.
 
@@ -111,6 +117,7 @@ def config_from(flags: dict[str, str | None], env: dict[str, str]) -> Config:
 
     defaults = Config()
     values: dict[str, object] = {}
+    data_dir = defaults.data_dir
     if (host := pick("host")) is not None:
         if not host.strip():
             raise ConfigError("--host: empty host")
@@ -122,7 +129,9 @@ def config_from(flags: dict[str, str | None], env: dict[str, str]) -> Config:
     if (text := pick("rtp_ports")) is not None:
         values["rtp_ports"] = parse_port_range(text, label("rtp_ports"))
     if (text := pick("data_dir")) is not None:
-        values["data_dir"] = Path(text)
+        if not text.strip():
+            raise ConfigError("--data-dir: empty path")
+        data_dir = Path(text)
     if (text := pick("public_url")) is not None:
         if not text.startswith(("http://", "https://")):
             raise ConfigError(f"--public-url: {text!r} must start with http:// or https://")
@@ -132,15 +141,19 @@ def config_from(flags: dict[str, str | None], env: dict[str, str]) -> Config:
             raise ConfigError("--redis-url: must start with redis://, rediss:// or unix://")
         values["redis_url"] = text
     if (text := pick("milvus_uri")) is not None:
-        values["milvus_uri"] = text
+        # A milvus-lite database is a local file: pin it like every other path.
+        values["milvus_uri"] = text if "://" in text else str(absolute(Path(text)))
     if (text := pick("ready_file")) is not None:
-        values["ready_file"] = Path(text)
+        values["ready_file"] = absolute(Path(text))
     if (text := pick("drain_timeout")) is not None:
         values["drain_timeout"] = parse_seconds(text, label("drain_timeout"))
     if (text := pick("log_level")) is not None:
         if text.lower() not in _LOG_LEVELS:
             raise ConfigError(f"--log-level: expected one of {', '.join(_LOG_LEVELS)}")
         values["log_level"] = text.lower()
+    # Paths are pinned at start-up: children (embedded Redis, workers) and later
+    # chdirs must never reinterpret a relative path against another directory.
+    values["data_dir"] = absolute(data_dir)
     values["admin_token"] = env.get("VOXGATE_ADMIN_TOKEN") or None
     values["master_key"] = env.get("VOXGATE_MASTER_KEY") or None
     return msgspec.structs.replace(defaults, **values)

@@ -188,7 +188,7 @@ async def _serve_feed(
         async with services.store.guard():
             await pubsub.subscribe(events_channel(tenant_id))
     except BaseException:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         raise
     sockets = request.app[SOCKETS].sockets
     try:
@@ -219,7 +219,7 @@ async def _serve_feed(
     finally:
         sockets.discard(ws)
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         if ws.prepared:
             await ws.close()
     return ws

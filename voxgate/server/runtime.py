@@ -37,8 +37,14 @@ log = logging.getLogger("voxgate.server")
 class ListenError(Exception):
     """A listener could not bind its address (port in use, bad host, no permission)."""
 
+    # The flag that picks each listener's port, named in the message so the fix is obvious.
+    FLAGS = {"HTTP": "--http-port", "SIP": "--sip-port"}
+
     def __init__(self, what: str, host: str, port: int, reason: str) -> None:
-        super().__init__(f"cannot listen for {what} on {host}:{port}: {reason}")
+        hint = ""
+        if reason == "address already in use" and what in self.FLAGS:
+            hint = f" (choose another with {self.FLAGS[what]}, or 0 for any free port)"
+        super().__init__(f"cannot listen for {what} on {host}:{port}: {reason}{hint}")
         self.what = what
         self.host = host
         self.port = port

@@ -476,6 +476,8 @@ class PromptPublisher:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
+                # Its own session: a terminal's Ctrl-C reaches the server, which stops it.
+                start_new_session=True,
             )
             try:
                 _out, err = await proc.communicate(msgspec.json.encode(flow))

@@ -56,6 +56,9 @@ class EmbeddedRedis:
     """A persistent (AOF) Redis listening only on a unix socket under ``directory``."""
 
     def __init__(self, directory: Path, on_exit: Callable[[], None] | None = None) -> None:
+        # Redis resolves its relative paths after it has changed into ``dir``, so
+        # every path in its config is absolute.
+        directory = Path(os.path.abspath(directory))
         self.directory = directory
         self.on_exit = on_exit
         self._proc: asyncio.subprocess.Process | None = None
