@@ -8,6 +8,7 @@ from aiohttp import WSCloseCode, web
 
 import voxgate
 from voxgate.server import (
+    console_signin,
     routes_analytics,
     routes_calls,
     routes_console,
@@ -52,6 +53,7 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_sip.register,
     routes_preview.register,
     routes_analytics.register,
+    console_signin.register,
     routes_console.register,
 )
 
