@@ -15,9 +15,13 @@ RUN apt-get update \
     && mkdir -p /data && chown voxgate:voxgate /data
 
 WORKDIR /app
+# Dependencies from the lock first (exact versions, hashes checked), so the layer
+# is reused until requirements.lock changes; then voxgate itself, without deps.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY voxgate ./voxgate
-RUN pip install '.[all]'
+RUN pip install --no-deps --no-build-isolation .
 
 USER voxgate
 VOLUME ["/data"]

@@ -3,19 +3,36 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+# Every Python package the server, the tests and the tools use, at exact versions
+# with hashes (CPython 3.11 on Linux x86_64). `make run`, `make test` and the
+# Dockerfile install from it; `make lock` refreshes it, on purpose only.
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | md5sum | cut -c1-12)
 
-.PHONY: run test lint typecheck pytest sysdeps setup clean bench web web-check
+.PHONY: run test lint typecheck pytest sysdeps setup clean bench web web-check lock lock-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 
-$(STAMP): $(PY) pyproject.toml
+$(STAMP): $(PY) pyproject.toml $(LOCK)
 	@if command -v npm >/dev/null; then $(MAKE) web; \
 	else echo "npm not found: using the committed console build in voxgate/server/console"; fi
-	$(PIP) install --quiet -e '.[all,dev]'
+	$(PIP) install --quiet --require-hashes -r $(LOCK)
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	@$(MAKE) --no-print-directory lock-check
 	touch $(STAMP)
+
+# Fails when pyproject asks for something the lock does not hold (no index is
+# consulted: every requirement must already be installed from the lock).
+lock-check:
+	@$(PIP) install --quiet --dry-run --no-index --no-build-isolation -e '.[all,dev]' \
+	  || { echo "$(LOCK) does not satisfy pyproject.toml: run 'make lock' and commit it" >&2; exit 1; }
+
+lock: $(PY)
+	@test -x $(VENV)/bin/uv || $(PIP) install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	  --custom-compile-command 'make lock' -o $(LOCK)
 
 # The web console (web/, React + Vite) builds into voxgate/server/console, which
 # is committed so that an install without Node still serves /console/.
