@@ -45,6 +45,9 @@ class Serve:
             env=env or clean_env(),
             cwd=REPO,
         )
+        self._init_reader()
+
+    def _init_reader(self) -> None:
         self._selector = selectors.DefaultSelector()
         assert self.proc.stdout is not None
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)
