@@ -228,7 +228,7 @@ class Store:
         self._healthy = healthy
         if healthy:
             log.info("redis reachable again")
-        else:
+        elif not self._closed:  # closing on purpose is not an outage
             self._outages += 1
             log.warning("redis unreachable; reconnecting with backoff")
         async with self._changed:
