@@ -1,6 +1,6 @@
 // The console shell: sign-in, navigation and page dispatch.
-import { useMemo, useState, type FormEvent } from "react";
-import { Api, errorText, tenantBase } from "./api";
+import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
+import { Api, errorText, redeemSigninCode, tenantBase } from "./api";
 import { Link, match, navigate, usePath } from "./router";
 import { clearSession, loadSession, saveSession, type Session } from "./session";
 import { AgentDetailPage, AgentsPage } from "./pages/agents";
@@ -16,7 +16,7 @@ import {
 } from "./pages/tenant";
 import { MetricsPage, StatusPage, TenantsPage } from "./pages/admin";
 
-function SignIn(props: { onSignedIn: (session: Session) => void }) {
+function SignIn(props: { onSignedIn: (session: Session) => void; linkError: string | null }) {
   const [mode, setMode] = useState<"tenant" | "admin">("tenant");
   const [tenantId, setTenantId] = useState("");
   const [token, setToken] = useState("");
@@ -48,6 +48,11 @@ function SignIn(props: { onSignedIn: (session: Session) => void }) {
   return (
     <main className="signin">
       <h1>voxgate console</h1>
+      {props.linkError && (
+        <p className="error" role="alert">
+          {props.linkError}
+        </p>
+      )}
       <form onSubmit={submit} className="card" aria-label="Sign in">
         <fieldset>
           <legend>Sign in with</legend>
@@ -164,14 +169,57 @@ function NotFound() {
   );
 }
 
-export function App() {
+/** Redeem a one-time sign-in link's code (once, even when effects run twice). */
+function useSigninLink(
+  code: string | null,
+  onSignedIn: (session: Session) => void,
+): { busy: boolean; error: string | null } {
+  const [state, setState] = useState({ busy: code !== null, error: null as string | null });
+  const started = useRef(false);
+  useEffect(() => {
+    if (code === null || started.current) return;
+    started.current = true;
+    redeemSigninCode(code)
+      .then((granted) => {
+        setState({ busy: false, error: null });
+        onSignedIn({ kind: "tenant", token: granted.token, tenantId: granted.tenant_id });
+      })
+      .catch((err: unknown) =>
+        setState({
+          busy: false,
+          error:
+            `This sign-in link did not work (${errorText(err)}). A link works once and ` +
+            "expires after a few minutes: restart `make run` for a new one, or sign in with an API key.",
+        }),
+      );
+  }, [code, onSignedIn]);
+  return state;
+}
+
+export function App(props: { signinCode: string | null }) {
   const [session, setSession] = useState<Session | null>(loadSession);
   const path = usePath();
   const api = useMemo(() => (session ? new Api(session.token) : null), [session]);
+  const signedInByLink = useRef((next: Session) => {
+    saveSession(next);
+    setSession(next);
+    navigate(next.kind === "admin" ? "/admin/tenants" : `/t/${next.tenantId}/agents`, true);
+  }).current;
+  const link = useSigninLink(props.signinCode, signedInByLink);
+
+  if (link.busy) {
+    return (
+      <main className="signin">
+        <h1>voxgate console</h1>
+        <p role="status">Signing in with the one-time link…</p>
+      </main>
+    );
+  }
 
   if (!session || !api) {
     return (
       <SignIn
+        linkError={link.error}
         onSignedIn={(next) => {
           saveSession(next);
           setSession(next);

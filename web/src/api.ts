@@ -26,6 +26,43 @@ export function errorText(error: unknown): string {
 
 type Method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
 
+/** The ApiError of a failed response, from its ``{"error": {...}}`` body when it has one. */
+async function errorOf(response: Response): Promise<ApiError> {
+  let code = "http_error";
+  let message = response.statusText || `HTTP ${response.status}`;
+  let where: string | undefined;
+  try {
+    const parsed = (await response.json()) as {
+      error?: { code?: string; message?: string; path?: string };
+    };
+    if (parsed.error) {
+      code = parsed.error.code ?? code;
+      message = parsed.error.message ?? message;
+      where = parsed.error.path;
+    }
+  } catch {
+    // Not a JSON error body; keep the status text.
+  }
+  return new ApiError(response.status, code, message, where);
+}
+
+export interface SigninGranted {
+  tenant_id: string;
+  token: string;
+}
+
+/** Exchange a one-time sign-in code (from a ``#signin=`` link) for a tenant API key. */
+export async function redeemSigninCode(code: string): Promise<SigninGranted> {
+  const response = await fetch("/console/signin", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ code }),
+    cache: "no-store",
+  });
+  if (!response.ok) throw await errorOf(response);
+  return (await response.json()) as SigninGranted;
+}
+
 export class Api {
   private readonly token: string;
 
@@ -41,24 +78,7 @@ export class Api {
       payload = JSON.stringify(body);
     }
     const response = await fetch(path, { method, headers, body: payload, cache: "no-store" });
-    if (!response.ok) {
-      let code = "http_error";
-      let message = response.statusText || `HTTP ${response.status}`;
-      let where: string | undefined;
-      try {
-        const parsed = (await response.json()) as {
-          error?: { code?: string; message?: string; path?: string };
-        };
-        if (parsed.error) {
-          code = parsed.error.code ?? code;
-          message = parsed.error.message ?? message;
-          where = parsed.error.path;
-        }
-      } catch {
-        // Not a JSON error body; keep the status text.
-      }
-      throw new ApiError(response.status, code, message, where);
-    }
+    if (!response.ok) throw await errorOf(response);
     return response;
   }
 

@@ -1,5 +1,6 @@
 // The signed-in session lives in sessionStorage only: it ends with the tab and
-// is never written to logs, URLs (except WebSocket access_token) or the DOM.
+// is never written to logs, URLs (except WebSocket access_token) or the DOM. A
+// one-time sign-in link (#signin=<code>) is read once and removed from the URL.
 
 export type Session =
   | { kind: "admin"; token: string }
@@ -31,4 +32,19 @@ export function saveSession(session: Session): void {
 
 export function clearSession(): void {
   sessionStorage.removeItem(KEY);
+}
+
+/**
+ * The code of a one-time sign-in link (``/console/#signin=<code>``), removed from
+ * the address bar at once so it stays out of history, bookmarks and screen shares.
+ * Returns null when the URL carries none; a second call returns null too.
+ */
+export function takeSigninCode(): string | null {
+  const fragment = window.location.hash.replace(/^#/, "");
+  if (!fragment) return null;
+  const code = new URLSearchParams(fragment).get("signin");
+  if (code === null) return null;
+  const url = window.location.pathname + window.location.search;
+  window.history.replaceState(window.history.state, "", url);
+  return code || null;
 }

@@ -1,5 +1,5 @@
-// Agents: list, create from a template or a pasted flowspec/1 document, and one
-// agent's flow graph, versions and warnings.
+// Agents: list, create from a template or a pasted flowspec/1 document, call
+// one from the browser, and one agent's flow graph, versions and warnings.
 import { useState, type FormEvent } from "react";
 import {
   ApiError,
@@ -13,6 +13,7 @@ import {
 } from "../api";
 import { Empty, ErrorBox, Notice, Section, useAction, useLoad } from "../common";
 import { Link, navigate } from "../router";
+import { CallPanel } from "./call";
 import { FlowGraph } from "./flow";
 
 interface Props {
@@ -123,6 +124,7 @@ export function AgentsPage(props: Props) {
   const base = tenantBase(props.tenantId);
   const agents = useLoad(() => props.api.get<{ agents: Agent[] }>(`${base}/agents`), [base]);
   const [notice, setNotice] = useState<string | null>(null);
+  const [calling, setCalling] = useState<Agent | null>(null);
   const action = useAction();
 
   const created = (agent: Agent) => {
@@ -145,6 +147,9 @@ export function AgentsPage(props: Props) {
     <>
       <h1>Agents</h1>
       <Notice text={notice} />
+      {calling && (
+        <CallPanel api={props.api} tenantId={props.tenantId} agent={calling} onClose={() => setCalling(null)} />
+      )}
       <Section title="All agents">
         <ErrorBox error={agents.error ?? action.error} />
         {!agents.loading && list.length === 0 && <Empty what="agents" />}
@@ -172,7 +177,15 @@ export function AgentsPage(props: Props) {
                   <td>{agent.kind}</td>
                   <td>{agent.version}</td>
                   <td>{when(agent.updated_at)}</td>
-                  <td>
+                  <td className="actions">
+                    <button
+                      type="button"
+                      aria-label={`Call ${agent.name}`}
+                      disabled={calling !== null}
+                      onClick={() => setCalling(agent)}
+                    >
+                      Call
+                    </button>
                     <button type="button" className="danger" onClick={() => remove(agent)}>
                       Delete
                     </button>
@@ -203,6 +216,7 @@ export function AgentDetailPage(props: Props & { agentId: string }) {
   const action = useAction();
   const [notice, setNotice] = useState<string | null>(null);
   const [name, setName] = useState<string | null>(null);
+  const [calling, setCalling] = useState(false);
 
   const saveFlow = async (flow: FlowDoc) => {
     await action.run(async () => {
@@ -246,6 +260,15 @@ export function AgentDetailPage(props: Props & { agentId: string }) {
             <dt>Updated</dt>
             <dd>{when(a.updated_at)}</dd>
           </dl>
+          {calling ? (
+            <CallPanel api={props.api} tenantId={props.tenantId} agent={a} onClose={() => setCalling(false)} />
+          ) : (
+            <p>
+              <button type="button" aria-label={`Call ${a.name}`} onClick={() => setCalling(true)}>
+                Call
+              </button>
+            </p>
+          )}
           <form onSubmit={rename} className="row-form" aria-label="Rename agent">
             <label>
               Name
