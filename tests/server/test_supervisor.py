@@ -117,11 +117,13 @@ async def test_prewarmed_worker_binds_to_first_tenant_and_never_moves(sup: Super
     async with asyncio.timeout(20):
         lease_a2 = await sup.start_call(_start("c3", "ta"), quotas)
     assert lease_a2.pid not in (lease_a.pid, lease_b.pid)
-    # ...and a third exceeds max_workers=2.
+    # ...and a third exceeds max_workers=2; ``refusal`` says so without trying.
+    assert isinstance(sup.refusal("ta", quotas), TenantAtCapacity)
     with pytest.raises(TenantAtCapacity):
         await sup.start_call(_start("c4", "ta"), quotas)
     # Ending a call frees its slot on the same worker.
     await lease_a.end("caller_hangup")
+    assert sup.refusal("ta", quotas) is None
     lease_a3 = await sup.start_call(_start("c5", "ta"), quotas)
     assert lease_a3.pid == lease_a.pid
     tenants = {w.pid: w.tenant_id for w in sup.workers if w.tenant_id}

@@ -1,7 +1,7 @@
 """DTMF key presses: the event every transport reports, and an in-band detector.
 
 Transports report digits they are told about (RFC 4733 telephone-event over
-RTP, Twilio ``dtmf`` messages, SIP INFO). Some trunks only pass the tones in
+RTP, Twilio ``dtmf`` messages, SIP INFO, a WebRTC data channel). Some trunks only pass the tones in
 the audio; ``GoertzelDtmfDetector`` finds those in 8 kHz PCM.
 """
 
@@ -31,6 +31,7 @@ class DtmfSource(enum.Enum):
     TWILIO = "twilio"
     INBAND = "inband"
     SIP_INFO = "sip_info"
+    DATA_CHANNEL = "data_channel"  # a WebRTC data channel (browser keypad)
 
 
 class DtmfEvent(msgspec.Struct, frozen=True):

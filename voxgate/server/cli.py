@@ -50,6 +50,8 @@ _HELP = {
     "ready_file": "write JSON with the listening addresses here once everything is up",
     "drain_timeout": "seconds live calls may take to finish after SIGTERM (default 30)",
     "log_level": "debug, info, warning or error (default info)",
+    "ice_servers": "STUN/TURN servers for browser calls, comma-separated: "
+    "stun:HOST[:PORT], turn:USER:PASS@HOST[:PORT][?transport=udp|tcp], turns:...",
 }
 
 

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import unquote
 
 import msgspec
+
+
+class IceServer(msgspec.Struct, frozen=True, kw_only=True):
+    """A STUN or TURN server browsers' calls may use (``--ice-servers``).
+
+    ``url`` never carries the credentials: ``turn:host:port?transport=udp``.
+    """
+
+    url: str
+    username: str | None = None
+    credential: str | None = None
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,6 +39,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     # Render a flow agent's static prompts when it is published (off the media core).
     render_prompts: bool = True
+    # STUN/TURN servers for browser (WebRTC) calls; none: host candidates only.
+    ice_servers: tuple[IceServer, ...] = ()
 
     @property
     def blobs_dir(self) -> Path:
@@ -49,6 +64,7 @@ SERVE_FLAGS = (
     "ready_file",
     "drain_timeout",
     "log_level",
+    "ice_servers",
 )
 # Flags the management commands share with ``serve`` (they open the same store).
 STORE_FLAGS = ("data_dir", "redis_url")
@@ -89,6 +105,48 @@ def parse_seconds(text: str, name: str) -> float:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_ICE_URL = re.compile(
+    r"^(?P<scheme>stuns?|turns?):(?:(?P<user>[^:@/?]*):(?P<password>[^@/?]*)@)?"
+    r"(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
+
+
+def parse_ice_servers(text: str, name: str = "--ice-servers") -> tuple[IceServer, ...]:
+    """Comma-separated ``stun:host[:port]`` and ``turn[s]:user:password@host[:port]
+    [?transport=udp|tcp]`` URLs; user and password are percent-decoded (``%40`` is
+    ``@``, ``%3A`` is ``:``, ``%2C`` is a comma)."""
+    servers: list[IceServer] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = _ICE_URL.match(item)
+        if match is None:
+            raise ConfigError(
+                f"{name}: {item!r} is not stun:HOST[:PORT] or turn[s]:USER:PASS@HOST[:PORT]"
+            )
+        scheme, port = match["scheme"], match["port"]
+        if port is not None and not 0 < int(port) <= 65535:
+            raise ConfigError(f"{name}: {item!r} has a port outside 1..65535")
+        has_credentials = match["user"] is not None
+        if scheme.startswith("turn") and not (has_credentials and match["user"]):
+            raise ConfigError(f"{name}: {scheme} needs USER:PASS@ before the host")
+        if scheme.startswith("stun") and (has_credentials or match["transport"]):
+            raise ConfigError(f"{name}: {scheme} takes no credentials or transport")
+        if scheme == "turns" and match["transport"] == "udp":
+            raise ConfigError(f"{name}: turns runs over TCP only")
+        url = f"{scheme}:{match['host']}" + (f":{port}" if port else "")
+        if match["transport"]:
+            url += f"?transport={match['transport']}"
+        servers.append(
+            IceServer(
+                url=url,
+                username=unquote(match["user"]) if has_credentials else None,
+                credential=unquote(match["password"]) if has_credentials else None,
+            )
+        )
+    return tuple(servers)
 
 
 def absolute(path: Path) -> Path:
@@ -151,6 +209,8 @@ def config_from(flags: dict[str, str | None], env: dict[str, str]) -> Config:
         if text.lower() not in _LOG_LEVELS:
             raise ConfigError(f"--log-level: expected one of {', '.join(_LOG_LEVELS)}")
         values["log_level"] = text.lower()
+    if (text := pick("ice_servers")) is not None:
+        values["ice_servers"] = parse_ice_servers(text, label("ice_servers"))
     # Paths are pinned at start-up: children (embedded Redis, workers) and later
     # chdirs must never reinterpret a relative path against another directory.
     values["data_dir"] = absolute(data_dir)

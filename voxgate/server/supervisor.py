@@ -513,6 +513,17 @@ class SupervisorConfig:
     spawn_backoff: Backoff = field(default_factory=Backoff)
 
 
+@dataclass(slots=True)
+class _Placement:
+    """One decision of :meth:`Supervisor._placement`: use (or bind) ``worker``,
+    ``spawn`` one, refuse, or (nothing set) wait for a starting worker."""
+
+    worker: WorkerProcess | None = None
+    bind: bool = False
+    spawn: bool = False
+    refusal: SupervisorError | None = None
+
+
 class Supervisor:
     """Per-tenant worker pools with a prewarmed spare pool; see the module docstring."""
 
@@ -676,31 +687,55 @@ class Supervisor:
                 raise WorkerUnavailable(f"worker {worker.pid} is gone") from exc
             return lease
 
-    async def _choose(self, tenant_id: str, quotas: Quotas) -> WorkerProcess:
-        while True:
-            own = [w for w in self.tenant_workers(tenant_id) if w.limits is not None]
-            free = [w for w in own if len(w.calls) < quotas.calls_per_worker]
-            if free:
-                return min(free, key=lambda w: len(w.calls))
-            mine = [w for w in self.workers if w.tenant_id == tenant_id]
-            if len(mine) >= quotas.max_workers:
-                raise TenantAtCapacity(
+    def _placement(self, tenant_id: str, quotas: Quotas) -> _Placement:
+        """Where the tenant's next call would go right now (decides, changes nothing)."""
+        own = [w for w in self.tenant_workers(tenant_id) if w.limits is not None]
+        free = [w for w in own if len(w.calls) < quotas.calls_per_worker]
+        if free:
+            return _Placement(worker=min(free, key=lambda w: len(w.calls)))
+        mine = [w for w in self.workers if w.tenant_id == tenant_id]
+        if len(mine) >= quotas.max_workers:
+            return _Placement(
+                refusal=TenantAtCapacity(
                     f"tenant {tenant_id} runs {len(mine)} workers of "
                     f"{quotas.max_workers} with {quotas.calls_per_worker} calls each"
                 )
-            backoff = self._tenant_backoff.get(tenant_id)
-            if backoff is not None and not backoff.ready(self.clock()):
-                raise TenantBackingOff(tenant_id, backoff.next_start)
-            idle = self._idle()
-            if idle:
-                worker = idle[0]
-                self._bind(worker, tenant_id, quotas)
-                self._refill_wake.set()
+            )
+        backoff = self._tenant_backoff.get(tenant_id)
+        if backoff is not None and not backoff.ready(self.clock()):
+            return _Placement(refusal=TenantBackingOff(tenant_id, backoff.next_start))
+        idle = self._idle()
+        if idle:
+            return _Placement(worker=idle[0], bind=True)
+        if not self._unbound():
+            if len(self.workers) < self.config.max_workers_total:
+                return _Placement(spawn=True)
+            return _Placement(
+                refusal=WorkerUnavailable("every speech worker slot on this host is in use")
+            )
+        return _Placement()  # a worker is starting: wait for it
+
+    def refusal(self, tenant_id: str, quotas: Quotas) -> SupervisorError | None:
+        """Why :meth:`start_call` would refuse the tenant a call right now, or None.
+
+        For transports that can still say no before answering (a browser's
+        offer): the answer may change by the time the call starts.
+        """
+        return self._placement(tenant_id, quotas).refusal
+
+    async def _choose(self, tenant_id: str, quotas: Quotas) -> WorkerProcess:
+        while True:
+            placement = self._placement(tenant_id, quotas)
+            if placement.refusal is not None:
+                raise placement.refusal
+            worker = placement.worker
+            if worker is not None:
+                if placement.bind:
+                    self._bind(worker, tenant_id, quotas)
+                    self._refill_wake.set()
                 return worker
-            if not self._unbound() and len(self.workers) < self.config.max_workers_total:
+            if placement.spawn:
                 await self._spawn()
-            elif not self._unbound():
-                raise WorkerUnavailable("every speech worker slot on this host is in use")
             self._refill_wake.set()
             self._capacity.clear()
             await self._capacity.wait()

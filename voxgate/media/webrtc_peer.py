@@ -1,0 +1,306 @@
+"""The server side of one browser's ``RTCPeerConnection`` (aiortc), for one call.
+
+* :func:`check_offer` validates a browser's SDP offer before anything is
+  spent on it: size, parse, exactly one ``sendrecv`` audio m-line with a codec
+  we speak (Opus, PCMU, PCMA), ICE credentials, DTLS fingerprint, RTCP mux,
+  at most a data channel besides. A bad offer raises :class:`OfferError`
+  (the remote's fault; the route answers 400 with its ``code`` and reason).
+* :class:`WebRtcPeer` answers the offer non-trickle (the answer carries every
+  candidate: aiortc gathers before ``setLocalDescription`` returns, bounded by
+  the caller), plugs the call's :class:`~voxgate.media.webrtc_channel.WebRtcMediaChannel`
+  in (its track out, the browser's track and ``dtmf`` data channel in), and
+  reports the connection's fate: :attr:`WebRtcPeer.connected` once ICE and
+  DTLS are up, :meth:`WebRtcPeer.wait_ended` when the connection closes or
+  fails.
+* :func:`add_loopback_candidates`: aioice never gathers 127.0.0.1, so a
+  browser (or test client) on the server's own host with no other interface
+  could not connect. One loopback host candidate is added per ICE transport,
+  at the lowest host priority, so real interfaces are still tried first.
+
+No STUN server is used unless configured (aiortc would otherwise ask
+Google's): host candidates serve loopback and LAN callers; ``--ice-servers``
+adds STUN/TURN for callers behind NAT (aiortc uses the first STUN and the
+first TURN server given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aioice.candidate import candidate_priority
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcdatachannel import RTCDataChannel
+from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.sdp import SessionDescription
+
+from voxgate.media.webrtc_channel import DTMF_LABEL, SenderMode, WebRtcMediaChannel
+
+__all__ = [
+    "MAX_OFFER_BYTES",
+    "CheckedOffer",
+    "OfferError",
+    "PeerOutcome",
+    "WebRtcPeer",
+    "add_loopback_candidates",
+    "check_offer",
+]
+
+log = logging.getLogger("voxgate.webrtc")
+
+MAX_OFFER_BYTES = 64 * 1024
+"""Largest SDP offer looked at (a browser's is 3-10 KB with a dozen candidates)."""
+
+# Codecs we answer with, by lower-case name, and what the sender hands aiortc.
+_SENDER_MODES: dict[str, SenderMode] = {"pcmu": "pcmu", "pcma": "pcma", "opus": "pcm"}
+DEFAULT_CODECS = ("opus", "pcmu", "pcma")
+"""Answer preference: Opus first (what browsers prefer: loss concealment and
+FEC on real networks), then G.711, which costs no codec work at all."""
+
+_LOOPBACK = "127.0.0.1"
+# Lowest local preference for the loopback candidate: every real interface's
+# pair is checked first.
+_LOOPBACK_LOCAL_PREF = 1
+
+
+class OfferError(ValueError):
+    """The browser's offer cannot be used: ``code`` is stable, ``message`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedOffer:
+    """An offer :func:`check_offer` accepted."""
+
+    sdp: str
+    codecs: tuple[str, ...]  # the audio codecs we speak, in the offer's order
+    data_channel: bool
+
+
+class PeerOutcome(enum.Enum):
+    """How a peer connection ended."""
+
+    CLOSED = "closed"  # either side closed it
+    FAILED = "failed"  # ICE or DTLS failed (or consent to send was lost)
+
+
+def check_offer(sdp: str) -> CheckedOffer:
+    """Validate a browser's offer; raises :class:`OfferError` (never anything else)."""
+    if len(sdp) > MAX_OFFER_BYTES:
+        raise OfferError("sdp_too_large", f"the offer is over {MAX_OFFER_BYTES} bytes")
+    if "m=" not in sdp or not sdp.lstrip().startswith("v="):
+        raise OfferError("malformed_sdp", "not an SDP session description (no v= or m= line)")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser asserts and raises anything on junk
+        raise OfferError("malformed_sdp", f"the SDP cannot be parsed ({_why(exc)})") from None
+    audio = [m for m in parsed.media if m.kind == "audio" and m.port != 0]
+    data = [m for m in parsed.media if m.kind == "application" and m.port != 0]
+    other = [m for m in parsed.media if m.kind not in ("audio", "application") and m.port != 0]
+    if other:
+        raise OfferError(
+            "unsupported_media", f"only audio and a data channel are taken, not {other[0].kind}"
+        )
+    if not audio:
+        raise OfferError("no_audio", "the offer has no audio m-line")
+    if len(audio) > 1 or len(data) > 1:
+        raise OfferError("unsupported_media", "one audio m-line and one data channel at most")
+    media = audio[0]
+    if media.direction not in (None, "sendrecv"):
+        raise OfferError("bad_direction", f"audio must be sendrecv, not {media.direction}")
+    codecs = tuple(
+        name
+        for name in (c.mimeType.partition("/")[2].lower() for c in media.rtp.codecs)
+        if name in _SENDER_MODES
+    )
+    if not codecs:
+        raise OfferError("no_common_codec", "no audio codec in common (opus, PCMU or PCMA)")
+    for m in (media, *data):
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise OfferError("missing_ice_credentials", "ice-ufrag or ice-pwd is missing")
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise OfferError("missing_dtls", "a DTLS fingerprint and setup role are required")
+    if not media.rtcp_mux:
+        raise OfferError("rtcp_mux_required", "audio must use rtcp-mux")
+    if data and data[0].profile not in ("UDP/DTLS/SCTP", "DTLS/SCTP"):
+        raise OfferError("unsupported_media", f"data channel profile {data[0].profile}")
+    return CheckedOffer(sdp=sdp, codecs=codecs, data_channel=bool(data))
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _ice_transports(pc: RTCPeerConnection) -> list[RTCIceTransport]:
+    found: dict[int, RTCIceTransport] = {}
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.sender.transport.transport
+        found[id(ice)] = ice
+    if pc.sctp is not None:
+        ice = pc.sctp.transport.transport
+        found[id(ice)] = ice
+    return list(found.values())
+
+
+async def add_loopback_candidates(pc: RTCPeerConnection) -> int:
+    """Give each ICE transport of ``pc`` a 127.0.0.1 host candidate; call after the
+    transports exist (offer set or tracks added), before ``setLocalDescription``.
+
+    Returns how many were added (0 where loopback cannot be bound). Uses aioice's
+    gathering for one address and adds the candidate to the connection's local
+    list, which ``gather_candidates`` then extends with the real interfaces.
+    """
+    added = 0
+    for ice in _ice_transports(pc):
+        connection = ice.iceGatherer._connection
+        if ice.iceGatherer.state != "new":
+            continue  # gathered already: too late to add
+        candidates = await connection.get_component_candidates(component=1, addresses=[_LOOPBACK])
+        for candidate in candidates:
+            candidate.priority = candidate_priority(1, "host", _LOOPBACK_LOCAL_PREF)
+        connection._local_candidates += candidates
+        added += len(candidates)
+    return added
+
+
+def _codec_capabilities(names: Sequence[str]) -> list[RTCRtpCodecCapability]:
+    capabilities = RTCRtpSender.getCapabilities("audio").codecs
+    preferred: list[RTCRtpCodecCapability] = []
+    for name in names:
+        preferred.extend(c for c in capabilities if c.mimeType.lower() == f"audio/{name}")
+    return preferred
+
+
+def _answer_codec(sdp: str) -> str | None:
+    """The codec our answer sends with: the first of its audio m-line."""
+    for media in SessionDescription.parse(sdp).media:
+        if media.kind == "audio" and media.rtp.codecs:
+            return media.rtp.codecs[0].mimeType.partition("/")[2].lower()
+    return None
+
+
+class WebRtcPeer:
+    """One call's peer connection, answering a browser's offer (module docstring)."""
+
+    def __init__(
+        self,
+        ice_servers: Sequence[RTCIceServer] = (),
+        *,
+        loopback: bool = True,
+        codecs: Sequence[str] = DEFAULT_CODECS,
+    ) -> None:
+        # An explicit empty list: with None, aiortc would ask Google's STUN server.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
+        self._loopback = loopback
+        self._codecs = tuple(c.lower() for c in codecs if c.lower() in _SENDER_MODES)
+        self.connected = asyncio.Event()
+        self.outcome: PeerOutcome | None = None
+        self._ended = asyncio.Event()
+        self.codec: str | None = None
+        self.channel: WebRtcMediaChannel | None = None
+        self.ignored_data_channels = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing: asyncio.Task[None] | None = None
+        self.pc.on("connectionstatechange", self._state_changed)
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+
+    async def answer(self, offer: CheckedOffer, channel: WebRtcMediaChannel) -> str:
+        """Apply ``offer``, plug ``channel`` in and return the answer SDP (with every
+        candidate). Raises :class:`OfferError` when aiortc refuses the offer; bound
+        the wait with a timeout (gathering against a STUN/TURN server can take seconds).
+        """
+        self.channel = channel
+        pc = self.pc
+        transceiver = pc.addTransceiver(channel.track, direction="sendrecv")
+        transceiver.setCodecPreferences(_codec_capabilities(self._codecs))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError, OperationError, KeyError...
+            raise OfferError("bad_offer", f"the offer was refused ({_why(exc)})") from None
+        if self._loopback:
+            await add_loopback_candidates(pc)
+        await pc.setLocalDescription(await pc.createAnswer())
+        sdp = pc.localDescription.sdp
+        self.codec = _answer_codec(sdp)
+        channel.track.mode = _SENDER_MODES.get(self.codec or "", "pcm")
+        return sdp
+
+    # -- events ----------------------------------------------------------------
+    def _state_changed(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected":
+            self.connected.set()
+        elif state == "failed":
+            self._end(PeerOutcome.FAILED)
+        elif state == "closed":
+            self._end(PeerOutcome.CLOSED)
+
+    def _end(self, outcome: PeerOutcome) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+        self._ended.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        channel = self.channel
+        if track.kind != "audio" or channel is None:
+            return
+        self._spawn(channel.pull(track))
+
+    def _on_datachannel(self, data: RTCDataChannel) -> None:
+        channel = self.channel
+        if data.label != DTMF_LABEL or channel is None:
+            self.ignored_data_channels += 1
+            return
+        data.on("message", channel.feed_dtmf_text)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- waiting and closing ---------------------------------------------------------
+    async def wait_ended(self) -> PeerOutcome:
+        """Until the connection closes or fails."""
+        await self._ended.wait()
+        return self.outcome or PeerOutcome.CLOSED
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def close(self) -> None:
+        """Close the connection (idempotent; concurrent callers wait for the same close)."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            await self.pc.close()
+        except Exception:
+            log.exception("closing a peer connection failed")
+        self._end(PeerOutcome.CLOSED)
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
