@@ -304,3 +304,13 @@ async def test_phased_clock_keeps_a_channels_group_across_idle_spells() -> None:
 async def test_phased_clock_rejects_zero_phases() -> None:
     with pytest.raises(ValueError):
         FrameClock(phases=0)
+
+
+async def test_wait_closed_returns_once_the_channel_closes() -> None:
+    ch = RecordingChannel(FrameClock())
+    waiter = asyncio.create_task(ch.wait_closed())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    ch.deliver_closed(EndReason.CALLER_HANGUP)
+    await waiter
+    await ch.wait_closed()  # already closed: at once

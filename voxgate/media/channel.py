@@ -220,6 +220,7 @@ class PacedChannel(abc.ABC):
         self.outbound = OutboundQueue(max_frames=max_outbound_frames)
         self._closed = False
         self._room: asyncio.Event | None = None
+        self._closed_event: asyncio.Event | None = None  # made by the first wait_closed()
         self.frames_in = 0
         self.frames_out = 0
 
@@ -231,6 +232,14 @@ class PacedChannel(abc.ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    async def wait_closed(self) -> None:
+        """Return once the channel has closed (for the call's lifecycle, not agents)."""
+        if self._closed:
+            return
+        if self._closed_event is None:
+            self._closed_event = asyncio.Event()
+        await self._closed_event.wait()
 
     async def events(self) -> AsyncIterator[ChannelEvent]:
         while True:
@@ -320,6 +329,8 @@ class PacedChannel(abc.ABC):
         self._inbox.put(ChannelClosed(reason))
         if self._room is not None:
             self._room.set()
+        if self._closed_event is not None:
+            self._closed_event.set()
 
     @property
     def inbound_dropped(self) -> int:

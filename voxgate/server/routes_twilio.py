@@ -20,7 +20,9 @@ serves a TwiML consumer that ignores ``action``.
 
 ``WS /twilio/media`` waits for ``start``, redeems the token (unknown, expired
 or reused → close 1008), and runs the agent on a ``TwilioMediaChannel``
-until either side hangs up; the call record is written at start and end.
+until either side hangs up, through the shared
+:class:`~voxgate.server.call_lifecycle.CallLifecycle` (record at start and
+end, recording, release); the session is the lifecycle's transport.
 
 The media path is per frame and per call, so it is kept lean: outbound
 media frames are written to the socket's transport synchronously (RFC 6455
@@ -48,21 +50,21 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from voxgate.media.call import Call as MediaCall
-from voxgate.media.call import EndReason
+from voxgate.media.call import CallEvent, EndReason
 from voxgate.media.channel import CallAgent
-from voxgate.media.recorder import CallRecorder, RecorderError, recording_path
 from voxgate.media.twilio_channel import DirectTwilioMediaChannel, TwilioMediaChannel
 from voxgate.media.twilio_signature import validate_signature
 from voxgate.media.twilio_stream import StreamEvent, StreamStarted, TwilioStreamState
 from voxgate.server.agent_host import FallbackAgent
 from voxgate.server.call_control import CALLS, Admission, CallRuntime
+from voxgate.server.call_lifecycle import CallLifecycle, open_recording
 from voxgate.server.config import Config
 from voxgate.server.errors import ApiError
 from voxgate.server.routing import Auth, BodyKind, Call, RouteTable
 from voxgate.server.services import Services
 from voxgate.server.state import CONFIG, SERVICES
 from voxgate.tenants import keyspace
-from voxgate.tenants.calls import CALL_ID_PATTERN, CallEventEntry, CallRecord, CallRecordStatus
+from voxgate.tenants.calls import CALL_ID_PATTERN, CallRecord, CallRecordStatus
 from voxgate.tenants.errors import NotFound, StoreUnavailable
 from voxgate.tenants.store import to_bytes
 
@@ -89,8 +91,7 @@ CONNECT_ACTION_PATH = "/twilio/connect-action"
 TOKEN_TTL = 60  # seconds a call token stays redeemable
 TWIML_TTL = 600  # seconds a webhook answer is replayed to retries
 START_TIMEOUT = 10.0  # seconds from socket open to the ``start`` message
-AGENT_STOP_TIMEOUT = 2.0
-RECORDING_TIMEOUT = 5.0
+AGENT_STOP_TIMEOUT = 2.0  # also bounds our close of the socket at the call's end
 MAX_WS_MESSAGE = 256 * 1024
 # Bytes queued in the socket's transport beyond which the peer counts as not
 # reading (~10 s of one call's media): the call ends instead of growing memory.
@@ -447,7 +448,7 @@ _CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR
 
 
 class MediaSession:
-    """One Media Streams socket from open to close."""
+    """One Media Streams socket from open to close; its call's ``CallTransport``."""
 
     def __init__(
         self,
@@ -468,6 +469,7 @@ class MediaSession:
         self.binary_frames = 0
         self._stall: asyncio.TimerHandle | None = None
         self._channel: TwilioMediaChannel | None = None
+        self._rest: list[StreamEvent] = []  # events after ``start``, for the channel
 
     def _send_now(self, data: bytes) -> None:
         """Write one text frame (UTF-8 bytes) to the socket now (the clock's media path)."""
@@ -573,7 +575,8 @@ class MediaSession:
             now=wall,
         )
         media_call.answer(wall)
-        recorder, relative = self._recorder(grant, loop.time())
+        recording = open_recording(runtime.writer, self.config.data_dir, media_call, loop.time())
+        recorder = recording.recorder if recording is not None else None
         channel: TwilioMediaChannel
         if self.transport is not None:
             channel = DirectTwilioMediaChannel(
@@ -595,86 +598,43 @@ class MediaSession:
                 recorder=recorder,
             )
         self._channel = channel
-        runtime.control.attach(media_call, channel, recorder)
-        agent_task: asyncio.Task[None] | None = None
-        try:
-            await self._record_start(grant, wall, relative)
-            agent = await self._agent_for(grant, media_call)
-            agent_task = loop.create_task(agent.run(channel), name=f"agent-{grant.call_id}")
-            channel.handle(rest, loop.time())
-            self._arm_stall()
-            await self._pump(channel)
-        finally:
-            self._disarm_stall()
-            if not channel.closed:
-                reason = EndReason.CALLER_HANGUP if self.ws.closed else EndReason.ERROR
-                channel.deliver_closed(reason)
-            # The server may cancel this handler when the peer's connection goes;
-            # the call's ending (agent stop, record, release) must still complete.
-            ending = loop.create_task(
-                self._end(media_call, channel, recorder, agent_task),
-                name=f"call-end-{grant.call_id}",
-            )
-            self.runtime.endings.add(ending)
-            ending.add_done_callback(self.runtime.endings.discard)
-            await asyncio.shield(ending)
-
-    async def _end(
-        self,
-        media_call: MediaCall,
-        channel: TwilioMediaChannel,
-        recorder: CallRecorder | None,
-        agent_task: asyncio.Task[None] | None,
-    ) -> None:
-        try:
-            await self._stop_agent(agent_task)
-            if not self.ws.closed:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(AGENT_STOP_TIMEOUT):
-                        await self.ws.close()
-        finally:
-            await self._finish(media_call, channel, recorder)
+        self._rest = rest
+        lifecycle = CallLifecycle(runtime, agent_stop_timeout=AGENT_STOP_TIMEOUT)
+        await lifecycle.run(channel, self._agent_for(grant, media_call), self, recording=recording)
 
     async def _close(self) -> None:
         await self.ws.close()
 
-    def _recorder(self, grant: StreamGrant, now: float) -> tuple[CallRecorder | None, str | None]:
-        writer = self.runtime.writer
-        if writer is None:
-            return None, None
+    # -- CallTransport -----------------------------------------------------
+    async def serve(self) -> None:
+        """Carry the call: the events that came with ``start``, then the socket's."""
+        channel = self._channel
+        assert channel is not None  # set by _serve before the lifecycle runs
+        loop = asyncio.get_running_loop()
+        channel.handle(self._rest, loop.time())
+        self._arm_stall()
         try:
-            path = recording_path(self.config.data_dir, grant.tenant_id, grant.call_id)
-            recorder = CallRecorder(writer, path, now)
-        except RecorderError:
-            log.warning("call %s: cannot record", grant.call_id)
-            return None, None
-        return recorder, str(path.relative_to(self.config.data_dir))
+            await self._pump(channel)
+        finally:
+            self._disarm_stall()
 
-    async def _record_start(self, grant: StreamGrant, wall: float, relative: str | None) -> None:
-        records = self.runtime.records
-        changes: dict[str, Any] = {
-            "status": "in_progress",
-            "started_at": wall,
-            "recording_path": relative,
-        }
-        try:
-            try:
-                await records.update(grant.tenant_id, grant.call_id, **changes)
-            except NotFound:
-                record = CallRecord(
-                    id=grant.call_id,
-                    tenant_id=grant.tenant_id,
-                    agent_id=grant.agent_id,
-                    provider="twilio",
-                    from_number=grant.from_number,
-                    to_number=grant.to_number,
-                    created_at=wall,
-                    **changes,
-                )
-                await records.create(record)
-        except StoreUnavailable:
-            # The call goes on; its record is rewritten at the end.
-            log.warning("call %s: start record not written (store unavailable)", grant.call_id)
+    def abort(self) -> None:
+        """The call stops with its channel open: the caller left if the socket did."""
+        channel = self._channel
+        if channel is not None:
+            channel.deliver_closed(EndReason.CALLER_HANGUP if self.ws.closed else EndReason.ERROR)
+
+    async def close(self) -> list[CallEvent]:
+        """Close the socket; count its stream errors; the silence filled, as an event."""
+        if not self.ws.closed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(AGENT_STOP_TIMEOUT):
+                    await self.ws.close()
+        self._count_stream_errors()
+        gap_frames = self.state.counters.gap_frames
+        if not gap_frames:
+            return []
+        return [CallEvent(time.time(), "gap_fill", f"{gap_frames} frames")]
 
     async def _pump(self, channel: TwilioMediaChannel) -> None:
         """Feed socket messages to the stream state until the call ends."""
@@ -694,20 +654,6 @@ class MediaSession:
             elif kind in _CLOSED:
                 return
 
-    async def _stop_agent(self, task: asyncio.Task[None] | None) -> None:
-        if task is None:
-            return
-        try:
-            async with asyncio.timeout(AGENT_STOP_TIMEOUT):
-                await asyncio.shield(task)
-        except TimeoutError:
-            task.cancel()
-        except Exception:
-            log.exception("agent of a call failed")
-        if not task.done():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
     def _count_stream_errors(self) -> None:
         counters = self.state.counters
         for kind in (
@@ -720,54 +666,6 @@ class MediaSession:
         ):
             self._ws_error(kind, getattr(counters, kind))
         self._ws_error("binary", self.binary_frames)
-
-    async def _finish(
-        self,
-        media_call: MediaCall,
-        channel: TwilioMediaChannel,
-        recorder: CallRecorder | None,
-    ) -> None:
-        runtime = self.runtime
-        loop = asyncio.get_running_loop()
-        recorded = False
-        try:
-            if recorder is not None:
-                try:
-                    info = await asyncio.wait_for(
-                        asyncio.wrap_future(recorder.finish(loop.time())), RECORDING_TIMEOUT
-                    )
-                    recorded = info.bytes_written > 0
-                except (RecorderError, TimeoutError) as exc:
-                    log.warning("call %s: recording incomplete: %s", media_call.call_id, exc)
-            self._count_stream_errors()
-            counters = self.state.counters
-            if counters.gap_frames:
-                media_call.record(time.time(), "gap_fill", f"{counters.gap_frames} frames")
-            end = media_call.end_reason or EndReason.ERROR
-            status: CallRecordStatus = "failed" if end is EndReason.ERROR else "completed"
-            changes: dict[str, Any] = {
-                "status": status,
-                "ended_at": media_call.ended_at or time.time(),
-                "duration": media_call.duration,
-                "end_reason": end.value,
-                "recording": recorded,
-                "frames_in": channel.frames_in,
-                "frames_out": channel.frames_out,
-            }
-            if not recorded:
-                changes["recording_path"] = None
-            events = [
-                CallEventEntry(at=e.at, kind=e.kind, detail=e.detail) for e in media_call.events
-            ]
-            try:
-                await runtime.records.update(media_call.tenant_id, media_call.call_id, **changes)
-                await runtime.records.append_events(
-                    media_call.tenant_id, media_call.call_id, events
-                )
-            except (NotFound, StoreUnavailable) as exc:
-                log.warning("call %s: end record not written: %s", media_call.call_id, exc)
-        finally:
-            runtime.control.release(media_call.call_id)
 
 
 def register(table: RouteTable) -> None:

@@ -23,10 +23,11 @@ For each new INVITE it decides, in this order:
    common -> ``488``; an INVITE without an offer -> ``488``).
 
 Then it rings (``180``), answers ``200`` with the SDP answer after
-``ring_seconds`` (a CANCEL meanwhile gets ``487``), attaches the call to the
-registry and runs the agent (``AgentHost``) on a :class:`SipMediaChannel`.
-When the call ends the record gets its end state, frame counts and the RTCP
-statistics (as a ``rtp_stats`` call event), and the admission slot is freed.
+``ring_seconds`` (a CANCEL meanwhile gets ``487``) and runs the agent
+(``AgentHost``) on a :class:`SipMediaChannel` through the shared
+:class:`~voxgate.server.call_lifecycle.CallLifecycle` (registry, record,
+ending, admission slot freed); the SIP leg adds the RTCP statistics to the
+record as a ``rtp_stats`` call event.
 
 The gateway is also the orchestrator's
 :class:`~voxgate.server.outbound.TrunkDialer`: :meth:`SipGateway.dial` sends
@@ -51,15 +52,15 @@ import os
 import secrets
 import socket
 import time
-from typing import Any
 
 import msgspec
 
 from voxgate.media.call import Call as MediaCall
-from voxgate.media.call import EndReason
+from voxgate.media.call import CallEvent, EndReason
 from voxgate.media.channel import CallAgent
 from voxgate.server.agent_host import FallbackAgent
 from voxgate.server.call_control import Admission, CallRuntime
+from voxgate.server.call_lifecycle import CallLifecycle
 from voxgate.server.config import Config
 from voxgate.server.outbound import TrunkDial
 from voxgate.server.route_cache import RouteCache
@@ -83,7 +84,6 @@ from voxgate.sip.ua import (
     UserAgent,
 )
 from voxgate.sip.uri import SipUri
-from voxgate.tenants.calls import CallEventEntry, CallRecord, CallRecordStatus
 from voxgate.tenants.errors import NotFound, StoreUnavailable, TenantsError
 from voxgate.tenants.models import Agent
 from voxgate.tenants.sip_acl import SECRET_NAME, SipAcl, SipAclStore, source_allowed
@@ -146,6 +146,30 @@ class _Relay:
             self.ended = reason
 
 
+class _SipLeg:
+    """A SIP call's side of its :class:`~voxgate.server.call_lifecycle.CallLifecycle`."""
+
+    def __init__(self, channel: SipMediaChannel, session: Session) -> None:
+        self.channel = channel
+        self.session = session
+
+    async def serve(self) -> None:
+        # RTP runs on the RTP clock and signalling in the user agent: the
+        # call is carried until its dialog ends.
+        await self.session.ended.wait()
+
+    def abort(self) -> None:
+        self.channel.abort(EndReason.ERROR)  # ends without signalling, as a failed leg
+
+    async def close(self) -> list[CallEvent]:
+        # However the channel closed, its RTP stops and its ports go back now.
+        self.channel.abort(EndReason.ERROR)
+        stats = self.channel.stats
+        if stats is None:
+            return []
+        return [CallEvent(time.time(), "rtp_stats", msgspec.json.encode(stats).decode())]
+
+
 def dial_user(trunk: Trunk, number: str) -> str:
     """The Request-URI user for ``number`` (+E.164) on ``trunk``.
 
@@ -191,6 +215,7 @@ class SipGateway:
         # One audit-id round trip per INVITE instead of five or six lookups.
         self.routes = RouteCache(services, self.acls)
         self._routed_agents: dict[str, Agent | None] = {}
+        self.lifecycle = CallLifecycle(runtime, agent_stop_timeout=AGENT_STOP_TIMEOUT)
         self.digest = DigestServer(secret=digest_secret or secrets.token_bytes(32), realm="voxgate")
         self._calls: dict[str, asyncio.Task[None]] = {}
         self.draining = False
@@ -395,98 +420,12 @@ class SipGateway:
             raise
         call.answer(time.time())
         channel.start(session)
-        self.runtime.control.attach(call, channel)
         task = asyncio.get_running_loop().create_task(
-            self._run_call(call, channel, agent), name=f"sip-call-{call_id}"
+            self.lifecycle.run(channel, agent, _SipLeg(channel, session)),
+            name=f"sip-call-{call_id}",
         )
         self._calls[call_id] = task
         task.add_done_callback(lambda _t: self._calls.pop(call_id, None))
-
-    async def _run_call(
-        self,
-        call: MediaCall,
-        channel: SipMediaChannel,
-        agent: CallAgent,
-        *,
-        outbound: bool = False,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        session = channel.session
-        assert session is not None  # set by start()
-        await self._record_start(call, outbound=outbound)
-        agent_task = loop.create_task(agent.run(channel), name=f"agent-{call.call_id}")
-        ended_task = loop.create_task(session.ended.wait())
-        try:
-            await asyncio.wait({agent_task, ended_task}, return_when=asyncio.FIRST_COMPLETED)
-            if not channel.closed:
-                # The agent returned without hanging up: end the call for it.
-                await channel.hangup(EndReason.AGENT_HANGUP)
-            try:
-                async with asyncio.timeout(AGENT_STOP_TIMEOUT):
-                    await asyncio.shield(agent_task)
-            except TimeoutError:
-                agent_task.cancel()
-            except Exception:
-                log.exception("agent of call %s failed", call.call_id)
-        finally:
-            ended_task.cancel()
-            if not agent_task.done():
-                agent_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await agent_task
-            if not channel.closed:
-                channel.abort(EndReason.ERROR)
-            await self._finish(call, channel)
-
-    async def _record_start(self, call: MediaCall, *, outbound: bool = False) -> None:
-        if outbound:
-            # The orchestrator wrote the record when it placed the call.
-            try:
-                await self.runtime.records.update(
-                    call.tenant_id, call.call_id, status="in_progress", started_at=call.answered_at
-                )
-            except (NotFound, StoreUnavailable) as exc:
-                log.warning("call %s: answer not recorded: %s", call.call_id, exc)
-            return
-        record = CallRecord(
-            id=call.call_id,
-            tenant_id=call.tenant_id,
-            agent_id=call.agent_id,
-            provider="sip",
-            from_number=call.from_number,
-            to_number=call.to_number,
-            status="in_progress",
-            created_at=call.created_at,
-            started_at=call.answered_at,
-        )
-        try:
-            await self.runtime.records.create(record)
-        except StoreUnavailable:
-            log.warning("call %s: start record not written (store unavailable)", call.call_id)
-
-    async def _finish(self, call: MediaCall, channel: SipMediaChannel) -> None:
-        try:
-            end = call.end_reason or EndReason.ERROR
-            status: CallRecordStatus = "failed" if end is EndReason.ERROR else "completed"
-            changes: dict[str, Any] = {
-                "status": status,
-                "ended_at": call.ended_at or time.time(),
-                "duration": call.duration,
-                "end_reason": end.value,
-                "frames_in": channel.frames_in,
-                "frames_out": channel.frames_out,
-            }
-            events = [CallEventEntry(at=e.at, kind=e.kind, detail=e.detail) for e in call.events]
-            if channel.stats is not None:
-                detail = msgspec.json.encode(channel.stats).decode()
-                events.append(CallEventEntry(at=time.time(), kind="rtp_stats", detail=detail))
-            try:
-                await self.runtime.records.update(call.tenant_id, call.call_id, **changes)
-                await self.runtime.records.append_events(call.tenant_id, call.call_id, events)
-            except (NotFound, StoreUnavailable) as exc:
-                log.warning("call %s: end record not written: %s", call.call_id, exc)
-        finally:
-            self.runtime.control.release(call.call_id)
 
     # ------------------------------------------------------------------ outbound
 
@@ -531,13 +470,16 @@ class SipGateway:
         call.answer(time.time())
         channel.start(session)
         relay.attach(channel, session)
-        self.runtime.control.attach(call, channel)
         task = asyncio.current_task()
         if task is not None:
             self._calls[call.call_id] = task
         try:
-            agent = await self._agent_for(request.tenant_id, request.agent_id, call)
-            await self._run_call(call, channel, agent, outbound=True)
+            await self.lifecycle.run(
+                channel,
+                self._agent_for(request.tenant_id, request.agent_id, call),
+                _SipLeg(channel, session),
+                direction="outbound",
+            )
         finally:
             self._calls.pop(call.call_id, None)
 
