@@ -12,6 +12,8 @@
   reports the connection's fate: :attr:`WebRtcPeer.connected` once ICE and
   DTLS are up, :meth:`WebRtcPeer.wait_ended` when the connection closes or
   fails.
+* :func:`no_prefetch`: the browser's audio reaches the agent without the
+  80 ms aiortc's receive jitter buffer would add.
 * :func:`add_loopback_candidates`: aioice never gathers 127.0.0.1, so a
   browser (or test client) on the server's own host with no other interface
   could not connect. One loopback host candidate is added per ICE transport,
@@ -39,9 +41,11 @@ from aiortc import (
     RTCIceServer,
     RTCPeerConnection,
     RTCRtpCodecCapability,
+    RTCRtpReceiver,
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcicetransport import RTCIceTransport
@@ -57,6 +61,7 @@ __all__ = [
     "WebRtcPeer",
     "add_loopback_candidates",
     "check_offer",
+    "no_prefetch",
 ]
 
 log = logging.getLogger("voxgate.webrtc")
@@ -181,6 +186,25 @@ async def add_loopback_candidates(pc: RTCPeerConnection) -> int:
     return added
 
 
+def no_prefetch(receiver: RTCRtpReceiver) -> bool:
+    """Make ``receiver`` hand on each audio frame as soon as the next packet shows it
+    complete; False when this aiortc has no such buffer to replace.
+
+    aiortc's audio jitter buffer holds four complete frames before it releases
+    the oldest (80 ms on every caller word: turn latency and barge-in). We play
+    nothing out on the server side (the agent takes frames as they come and
+    :class:`~voxgate.media.webrtc_channel.InboundFramer` fills stalls), so
+    smoothing buys nothing; reordering is still handled (the buffer is kept in
+    sequence order whatever its prefetch).
+    """
+    name = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, name, None)
+    if not isinstance(current, JitterBuffer):
+        return False
+    setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=0))
+    return True
+
+
 def _codec_capabilities(names: Sequence[str]) -> list[RTCRtpCodecCapability]:
     capabilities = RTCRtpSender.getCapabilities("audio").codecs
     preferred: list[RTCRtpCodecCapability] = []
@@ -215,6 +239,7 @@ class WebRtcPeer:
         self.outcome: PeerOutcome | None = None
         self._ended = asyncio.Event()
         self.codec: str | None = None
+        self.prompt_jitter_buffer = False
         self.channel: WebRtcMediaChannel | None = None
         self.ignored_data_channels = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -236,6 +261,7 @@ class WebRtcPeer:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
         except Exception as exc:  # aiortc raises ValueError, OperationError, KeyError...
             raise OfferError("bad_offer", f"the offer was refused ({_why(exc)})") from None
+        self.prompt_jitter_buffer = no_prefetch(transceiver.receiver)
         if self._loopback:
             await add_loopback_candidates(pc)
         await pc.setLocalDescription(await pc.createAnswer())

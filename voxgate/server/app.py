@@ -19,6 +19,7 @@ from voxgate.server import (
     routes_tenant,
     routes_trunks,
     routes_twilio,
+    routes_webrtc,
 )
 from voxgate.server.call_control import install_calls
 from voxgate.server.config import Config
@@ -55,6 +56,7 @@ CORE_ROUTES: tuple[RouteRegistrar, ...] = (
     routes_analytics.register,
     console_signin.register,
     routes_console.register,
+    routes_webrtc.register,
 )
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -92,6 +94,7 @@ def create_app(
     routes_analytics.install_call_events(app)
     install_flow_agents(app)
     install_outbound(app)
+    routes_webrtc.install_webrtc(app)
     return app
 
 

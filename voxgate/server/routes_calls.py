@@ -1,25 +1,37 @@
-"""Tenant call history: list with filters and cursor pagination, detail with
-events and transcript turns, and the call's stereo recording.
+"""Tenant calls: history (list with filters and cursor pagination, detail with
+events and transcript turns, the stereo recording) and hanging up a live call.
 
-These routes need only the store and the data directory, so every app serves
-them whether or not it carries calls itself.
+The history routes need only the store and the data directory. ``DELETE
+calls/{call_id}`` hangs up a call live on this server, whatever its provider
+(Twilio, SIP, WebRTC), through its channel; 404 when the call is not live here
+or belongs to another tenant.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from voxgate.media.call import EndReason
 from voxgate.media.recorder import RecorderError, recording_path
+from voxgate.server.call_control import CALLS
 from voxgate.server.errors import ApiError
 from voxgate.server.routing import Auth, Call, QueryParam, RouteTable
 from voxgate.server.state import CONFIG, SERVICES
 from voxgate.tenants.calls import CallDetail, CallFilter, CallPage, CallRecords, check_call_id
 from voxgate.tenants.errors import NotFound
 
-__all__ = ["register"]
+__all__ = ["HANGUP_TIMEOUT", "register"]
+
+log = logging.getLogger("voxgate.calls")
+
+HANGUP_TIMEOUT = 5.0
+"""Longest a DELETE waits for the transport to hang up (the call ends regardless)."""
 
 _STATUSES = ["ringing", "in_progress", "completed", "failed", "busy", "no_answer", "canceled"]
 
@@ -64,6 +76,29 @@ def _filters(call: Call[Any]) -> tuple[CallFilter, str | None, int]:
     return filters, query.get("cursor") or None, limit
 
 
+async def _hang_up(call: Call[None]) -> None:
+    call_id = check_call_id(call.param("call_id"))
+    runtime = call.request.app[CALLS]
+    live = runtime.control.get(call_id)
+    if live is None or live.tenant_id != call.tenant_id:
+        raise NotFound(f"no live call {call_id!r}")
+    channel = live.channel
+    if channel is None:
+        raise ApiError(409, "not_connected", "the call's media has not connected yet")
+    # A browser call's DELETE comes from its caller; any other call is ended by us.
+    reason = EndReason.CALLER_HANGUP if live.provider == "webrtc" else EndReason.AGENT_HANGUP
+    channel.call.record(time.time(), "hangup_requested", "api")
+    # Shielded and tracked: a client that goes away mid-request must not cut a hangup short.
+    hangup = asyncio.get_running_loop().create_task(channel.hangup(reason))
+    runtime.endings.add(hangup)
+    hangup.add_done_callback(runtime.endings.discard)
+    done, _ = await asyncio.wait((hangup,), timeout=HANGUP_TIMEOUT)
+    if not done:
+        log.warning("call %s: hangup still running after %.0f s", call_id, HANGUP_TIMEOUT)
+    elif not hangup.cancelled() and hangup.exception() is not None:
+        log.warning("call %s: hangup failed: %s", call_id, hangup.exception())
+
+
 def register(table: RouteTable) -> None:
     """Declare the tenant call routes on ``table``."""
     tags = ("calls",)
@@ -93,6 +128,14 @@ def register(table: RouteTable) -> None:
     )  # fmt: skip
     async def get_call(call: Call[None]) -> CallDetail:
         return await _records(call).detail(call.tenant_id, call.param("call_id"))
+
+    @table.route(
+        "DELETE", base + "/{call_id}", auth=Auth.TENANT, status=204, tags=tags,
+        errors=(404, 409),
+        summary="Hang up a live call (Twilio, SIP or WebRTC); 404 when it is not live",
+    )  # fmt: skip
+    async def hang_up_call(call: Call[None]) -> None:
+        await _hang_up(call)
 
     @table.route(
         "GET", base + "/{call_id}/recording", auth=Auth.TENANT, response_media="audio/wav",

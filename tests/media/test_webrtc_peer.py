@@ -1,0 +1,155 @@
+"""The server's peer connection: offer checks, the non-trickle answer, loopback-only
+ICE, the prompt receive buffer, DTMF and audio into the channel, and its ending."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack
+
+from tests.media.test_webrtc_channel import make_call
+from voxgate.media.channel import FrameClock, InboundAudio
+from voxgate.media.dtmf import DtmfEvent
+from voxgate.media.webrtc_channel import WebRtcMediaChannel
+from voxgate.media.webrtc_peer import (
+    MAX_OFFER_BYTES,
+    OfferError,
+    PeerOutcome,
+    WebRtcPeer,
+    add_loopback_candidates,
+    check_offer,
+)
+
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) \d+ typ host", re.M)
+
+
+async def client_offer(
+    *, loopback: bool = True, codec: str | None = None
+) -> tuple[RTCPeerConnection, str]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transceiver = pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
+    if codec is not None:
+        caps = RTCRtpSender.getCapabilities("audio").codecs
+        transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() == codec])
+    pc.createDataChannel("dtmf")
+    if loopback:
+        await add_loopback_candidates(pc)
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, str(pc.localDescription.sdp)
+
+
+def loopback_only(sdp: str) -> str:
+    """The SDP with every candidate but 127.0.0.1 removed: ICE can only use loopback."""
+    lines = [
+        line
+        for line in sdp.split("\r\n")
+        if not line.startswith("a=candidate:") or " 127.0.0.1 " in line
+    ]
+    return "\r\n".join(lines)
+
+
+async def test_check_offer_accepts_a_browser_offer() -> None:
+    pc, offer = await client_offer()
+    await pc.close()
+    checked = check_offer(offer)
+    assert checked.codecs[:1] == ("opus",) and {"pcmu", "pcma"} <= set(checked.codecs)
+    assert checked.data_channel
+
+
+@pytest.mark.parametrize(
+    ("sdp", "code"),
+    [
+        ("", "malformed_sdp"),
+        ("x" * (MAX_OFFER_BYTES + 1), "sdp_too_large"),
+        ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU\r\n", "malformed_sdp"),
+        ("v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 300\r\n", "malformed_sdp"),
+        ("v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", "no_audio"),
+    ],
+)
+def test_check_offer_refuses_with_a_code(sdp: str, code: str) -> None:
+    with pytest.raises(OfferError) as refused:
+        check_offer(sdp)
+    assert refused.value.code == code and refused.value.message
+
+
+async def test_loopback_only_call_connects_carries_audio_and_keys_and_ends() -> None:
+    clock = FrameClock()
+    client, offer = await client_offer()
+    peer = WebRtcPeer()
+    channel = WebRtcMediaChannel(make_call(), clock, peer.close)
+    started = time.perf_counter()
+    answer = await peer.answer(check_offer(loopback_only(offer)), channel)
+    assert time.perf_counter() - started < 2.0  # no STUN server asked
+    hosts = _CANDIDATE.findall(answer)
+    assert "127.0.0.1" in hosts and "a=end-of-candidates" in answer  # non-trickle
+    assert "typ srflx" not in answer
+    priorities = {
+        line.split()[4]: int(line.split()[3])
+        for line in answer.split("\r\n")
+        if line.startswith("a=candidate:")
+    }
+    assert priorities["127.0.0.1"] == min(priorities.values())  # real interfaces first
+    assert peer.codec == "opus" and channel.track.mode == "pcm"
+    assert peer.prompt_jitter_buffer  # this aiortc's receive buffer was replaced
+    await client.setRemoteDescription(
+        RTCSessionDescription(sdp=loopback_only(answer), type="answer")
+    )
+    try:
+        async with asyncio.timeout(10):
+            await peer.connected.wait()
+            # The client's AudioStreamTrack sends silence: it arrives as caller frames.
+            first = await channel._inbox.get()
+        assert isinstance(first, InboundAudio) and len(first.payload) == 160
+    finally:
+        await client.close()
+    assert await asyncio.wait_for(peer.wait_ended(), 10) is PeerOutcome.CLOSED
+    await peer.close()
+    channel._disarm_stall()
+
+
+async def test_pcmu_offer_gets_packets_without_codec_work() -> None:
+    client, offer = await client_offer(codec="audio/pcmu")
+    peer = WebRtcPeer()
+    channel = WebRtcMediaChannel(make_call(), FrameClock(), peer.close)
+    try:
+        await peer.answer(check_offer(offer), channel)
+        assert peer.codec == "pcmu" and channel.track.mode == "pcmu"
+    finally:
+        await client.close()
+        await peer.close()
+
+
+async def test_data_channel_keys_reach_the_channel() -> None:
+    clock = FrameClock()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTransceiver(AudioStreamTrack(), direction="sendrecv")
+    keys = client.createDataChannel("dtmf")
+    other = client.createDataChannel("chat")
+    await add_loopback_candidates(client)
+    await client.setLocalDescription(await client.createOffer())
+    peer = WebRtcPeer()
+    channel = WebRtcMediaChannel(make_call(), clock, peer.close)
+    answer = await peer.answer(check_offer(client.localDescription.sdp), channel)
+    await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    opened = asyncio.Event()
+    other.on("open", opened.set)  # created after ``keys``: open once both are
+    try:
+        async with asyncio.timeout(10):
+            await opened.wait()
+            other.send("5")  # another label: not keys
+            keys.send("4#")
+            digits: list[str] = []
+            while len(digits) < 2:
+                event = await channel._inbox.get()
+                if isinstance(event, DtmfEvent):
+                    digits.append(event.digit)
+        assert digits == ["4", "#"]
+        assert peer.ignored_data_channels == 1
+    finally:
+        await client.close()
+        await peer.close()
+        channel._disarm_stall()
