@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests use as real peers, when missing.
+# Installs the Debian packages the tests use as real peers, when missing, at the
+# versions in scripts/sysdeps.lock. Debian's archive keeps only the newest build
+# of a package, so when a locked version has been superseded (a security update)
+# the newest one is installed instead, with a warning naming both: refresh the
+# lock then. Chromium is driven by Playwright, never downloaded by it.
 set -euo pipefail
+cd "$(dirname "$0")"
 need=()
-command -v sipp >/dev/null || need+=(sip-tester)
-command -v baresip >/dev/null || need+=(baresip)
-command -v espeak-ng >/dev/null || need+=(espeak-ng)
-command -v sox >/dev/null || need+=(sox)
-# Headless browser for the console tests (driven by Playwright, never downloaded by it).
-[ -x /usr/bin/chromium ] || need+=(chromium)
+while read -r command pin; do
+  case "$command" in ''|'#'*) continue ;; esac
+  command -v "$command" >/dev/null || need+=("$pin")
+done < sysdeps.lock
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${need[*]} (run as root or install them)" >&2
@@ -15,4 +18,14 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}"
+pinned=()
+for pin in "${need[@]}"; do
+  name=${pin%%=*}
+  if apt-cache madison "$name" | awk -F'|' '{gsub(/ /, "", $2); print $2}' | grep -qxF "${pin#*=}"; then
+    pinned+=("$pin")
+  else
+    echo "warning: $pin is no longer in the archive; installing the newest $name (refresh scripts/sysdeps.lock)" >&2
+    pinned+=("$name")
+  fi
+done
+apt-get install -y -qq --no-install-recommends "${pinned[@]}"
