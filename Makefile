@@ -55,8 +55,9 @@ setup: $(STAMP)
 sysdeps:
 	scripts/install-sysdeps.sh
 
+# Extra serve flags: make run ARGS="--http-port 8081"
 run: setup
-	$(PY) -m voxgate.server.demo
+	@$(PY) -m voxgate.server.demo $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check voxgate tests loadtest
