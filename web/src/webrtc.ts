@@ -33,6 +33,7 @@ export type CallProblem =
   | "quota"
   | "draining"
   | "bad_offer"
+  | "webrtc_unavailable"
   | "server_error"
   | "ice_failed"
   | "connection_lost";
@@ -52,6 +53,7 @@ export const PROBLEM_TEXT: Record<CallProblem, string> = {
   quota: "The tenant's call quota is reached (too many calls at once or per second). Try again shortly.",
   draining: "The server is shutting down or restarting and takes no new calls. Try again shortly.",
   bad_offer: "The server could not use this browser's call offer.",
+  webrtc_unavailable: "This server cannot take browser calls (its webrtc extra is not installed).",
   server_error: "The server could not start the call.",
   ice_failed:
     "The audio connection failed (ICE): this browser could not reach the server's media port. A firewall or VPN may block UDP.",
@@ -197,10 +199,10 @@ export function offerProblem(error: unknown): CallProblem {
   if (error.code === "no_capacity") return "no_capacity";
   if (error.code === "draining") return "draining";
   if (error.status === 404) return "agent_not_found";
+  if (error.code === "webrtc_unavailable") return "webrtc_unavailable";
   if (error.status === 429 || error.code.startsWith("busy") || error.code.includes("quota"))
     return "quota";
-  if (error.status === 503) return "draining";
-  if (error.status === 400 || error.status === 422) return "bad_offer";
+  if (error.status === 400 || error.status === 413 || error.status === 422) return "bad_offer";
   return "server_error";
 }
 

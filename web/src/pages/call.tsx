@@ -2,6 +2,7 @@
 // mute, keypad and hang-up.  The call itself is webrtc.ts's BrowserCall.
 import { useEffect, useRef, useState } from "react";
 import type { Api } from "../api";
+import { Link } from "../router";
 import { BrowserCall, INITIAL_VIEW, KEYPAD, type CallPhase, type CallView, type TranscriptEntry } from "../webrtc";
 
 const PHASE_TEXT: Record<CallPhase, string> = {
@@ -85,6 +86,17 @@ export function CallPanel(props: {
         {muted && !ended && <> (your microphone is muted)</>}
         {end && end.problem === null && <> — {end.message}</>}
       </p>
+      {view.callId && (
+        <p className="muted">
+          Call ID{" "}
+          {ended ? (
+            // Only once ended: leaving the page hangs a live call up.
+            <Link to={`/t/${tenantId}/calls/${view.callId}`}>{view.callId}</Link>
+          ) : (
+            <span className="mono">{view.callId}</span>
+          )}
+        </p>
+      )}
       {end && end.problem !== null && (
         <p className="error" role="alert">
           {end.message}
