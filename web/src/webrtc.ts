@@ -293,7 +293,10 @@ export class BrowserCall {
     let mic: MediaStream;
     try {
       mic = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+        // Echo cancellation keeps the agent's own voice out of the microphone (no
+        // false barge-in on speakers); the browser's noise suppression is off:
+        // it garbles words for speech recognition, which copes with noise itself.
+        audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: true },
         video: false,
       });
     } catch (err) {
