@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -40,12 +41,13 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from av import AudioFrame
+from av.packet import Packet
 
 from loadtest.audio import FRAME_BYTES, MULAW_SILENCE, SpeechDetector
 from voxgate.media.g711 import ulaw_decode, ulaw_encode
 from voxgate.media.resample import StreamResampler
 from voxgate.media.webrtc_channel import mono_pcm
-from voxgate.media.webrtc_peer import add_loopback_candidates
+from voxgate.media.webrtc_peer import add_loopback_candidates, no_prefetch
 
 __all__ = ["BrowserCaller", "Earpiece", "Microphone", "OfferRefused"]
 
@@ -76,6 +78,9 @@ class Microphone(MediaStreamTrack):
     def __init__(self, rate: int = 48000) -> None:
         super().__init__()
         self.rate = rate
+        # "pcmu": hand the RTP sender µ-law packets (no encoder, no thread), for
+        # callers that offered PCMU only; "pcm": 48 kHz frames, as a browser does.
+        self.mode = "pcm"
         self._samples = rate // 50
         self._queue: deque[bytes] = deque()
         self._ends: deque[tuple[int, asyncio.Future[float]]] = deque()
@@ -113,7 +118,7 @@ class Microphone(MediaStreamTrack):
             if not done.done():
                 done.set_result(now)
 
-    async def recv(self) -> AudioFrame:
+    async def recv(self) -> AudioFrame | Packet[Any]:
         if self.readyState != "live":
             raise MediaStreamError
         now = time.monotonic()
@@ -128,6 +133,13 @@ class Microphone(MediaStreamTrack):
                 self.late_frames += 1
                 self._next = now  # a stalled client: no burst to catch up
         ulaw = self._queue.popleft() if self._queue else _SILENT_FRAME
+        if self.mode == "pcmu":
+            packet = Packet(ulaw)
+            packet.pts = self._pts
+            packet.time_base = fractions.Fraction(1, 8000)
+            self._pts += FRAME_BYTES
+            self._count_sent(ulaw)
+            return packet
         pcm = self._resampler.process(ulaw_decode(ulaw))
         if self._pending.size:
             pcm = np.concatenate((self._pending, pcm))
@@ -141,10 +153,13 @@ class Microphone(MediaStreamTrack):
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, self.rate)
         self._pts += self._samples
+        self._count_sent(ulaw)
+        return frame
+
+    def _count_sent(self, ulaw: bytes) -> None:
         if ulaw is not _SILENT_FRAME:
             self._sent += 1
             self._resolve(time.monotonic())
-        return frame
 
 
 class Earpiece:
@@ -218,6 +233,9 @@ class BrowserCaller:
     api_key: str
     codecs: Sequence[str] = ("opus", "pcmu", "pcma")  # offer order
     loopback: bool = True  # add a 127.0.0.1 candidate (hosts with no other interface)
+    # Drop aiortc's fixed 80 ms receive prefetch (measure at the packets, not after a
+    # buffer a browser would size on its own, ~20-60 ms on a clean path).
+    prompt_receive: bool = False
     mic: Microphone = field(default_factory=Microphone)
     ear: Earpiece = field(default_factory=Earpiece)
     call_id: str | None = None
@@ -245,6 +263,10 @@ class BrowserCaller:
             c for name in wanted for c in caps if c.mimeType.lower() == f"audio/{name}"
         ]
         transceiver.setCodecPreferences(preferred)
+        if wanted == ["pcmu"]:
+            self.mic.mode = "pcmu"  # offered PCMU only: that is what the sender uses
+        if self.prompt_receive:
+            no_prefetch(transceiver.receiver)
         self.dtmf = dtmf = pc.createDataChannel("dtmf", ordered=True)
         dtmf.on("open", self.dtmf_open.set)
         pc.on("track", self._on_track)

@@ -80,27 +80,11 @@ def test_opus_rate_audio_becomes_8k_ulaw_frames_with_its_pitch() -> None:
     frames: list[bytes] = []
     for i in range(50):  # 50 chunks of 20 ms at 48 kHz, as aiortc's Opus decoder gives
         frames += framer.feed(pcm[i * 960 : (i + 1) * 960], 48000, now=i * 0.02)
-    # The resampler's filter holds back ~23 ms: one whole frame and a bit.
+    # soxr's medium quality holds back ~11 ms once running, a little more at its start.
     assert len(frames) == 48
     assert all(len(f) == 160 for f in frames)
     assert abs(dominant_hz(b"".join(frames[5:])) - 440.0) < 10
     assert framer.counters.inbound_frames == len(frames)
-
-
-def test_browser_audio_gets_the_telephone_band() -> None:
-    def level(hz: float) -> float:
-        framer = InboundFramer()
-        pcm = tone(hz, 48000, 1.0)
-        out = b"".join(
-            frame
-            for i in range(0, 48000, 960)
-            for frame in framer.feed(pcm[i : i + 960], 48000, 0.0)
-        )
-        got = g711.ulaw_decode(out)[800:].astype(np.float64)
-        return float(20 * np.log10(got.std() / pcm.astype(np.float64).std()))
-
-    assert level(1000.0) > -1.0 and level(3000.0) > -1.0
-    assert level(3700.0) < -20.0  # what the worker's upsampler would fold back
 
 
 def test_8k_audio_passes_through_byte_for_byte() -> None:
@@ -108,6 +92,16 @@ def test_8k_audio_passes_through_byte_for_byte() -> None:
     ulaw = speech_like(10)
     out = framer.feed(g711.ulaw_decode(ulaw), 8000, now=0.0)
     assert b"".join(out) == ulaw  # G.711 decode then encode is lossless
+
+
+def test_g711_payloads_are_split_never_recoded() -> None:
+    framer = InboundFramer()
+    ulaw = speech_like(3)
+    assert framer.feed_ulaw(ulaw[:160], now=0.0) == [ulaw[:160]]
+    assert framer.feed_ulaw(ulaw[160:], now=0.02) == [ulaw[160:320], ulaw[320:]]
+    assert framer.feed_ulaw(ulaw[:100], now=0.06) == []  # 10 ms packets: joined
+    assert framer.feed_ulaw(ulaw[100:260], now=0.07) == [ulaw[:160]]
+    assert framer.counters.inbound_frames == 4
 
 
 def test_odd_chunks_are_buffered_into_whole_frames() -> None:

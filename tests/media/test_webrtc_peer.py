@@ -12,11 +12,13 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import AudioStreamTrack
 
 from tests.media.test_webrtc_channel import make_call
+from voxgate.media import g711
 from voxgate.media.channel import FrameClock, InboundAudio
 from voxgate.media.dtmf import DtmfEvent
 from voxgate.media.webrtc_channel import WebRtcMediaChannel
 from voxgate.media.webrtc_peer import (
     MAX_OFFER_BYTES,
+    G711Tap,
     OfferError,
     PeerOutcome,
     WebRtcPeer,
@@ -93,7 +95,8 @@ async def test_loopback_only_call_connects_carries_audio_and_keys_and_ends() -> 
         if line.startswith("a=candidate:")
     }
     assert priorities["127.0.0.1"] == min(priorities.values())  # real interfaces first
-    assert peer.codec == "opus" and channel.track.mode == "pcm"
+    # G.711 first: no codec work; the G.711 tap takes its packets off the receiver.
+    assert peer.codec == "pcmu" and channel.track.mode == "pcmu" and peer.tap is not None
     assert peer.prompt_jitter_buffer  # this aiortc's receive buffer was replaced
     await client.setRemoteDescription(
         RTCSessionDescription(sdp=loopback_only(answer), type="answer")
@@ -111,16 +114,48 @@ async def test_loopback_only_call_connects_carries_audio_and_keys_and_ends() -> 
     channel._disarm_stall()
 
 
-async def test_pcmu_offer_gets_packets_without_codec_work() -> None:
-    client, offer = await client_offer(codec="audio/pcmu")
-    peer = WebRtcPeer()
+@pytest.mark.parametrize(
+    ("offered", "preferred", "codec", "mode"),
+    [
+        ("audio/pcma", ("pcmu", "pcma", "opus"), "pcma", "pcma"),
+        ("audio/opus", ("pcmu", "pcma", "opus"), "opus", "pcm"),
+        (None, ("opus", "pcmu"), "opus", "pcm"),
+    ],
+)
+async def test_answer_codec(
+    offered: str | None, preferred: tuple[str, ...], codec: str, mode: str
+) -> None:
+    client, offer = await client_offer(codec=offered)
+    peer = WebRtcPeer(codecs=preferred)
     channel = WebRtcMediaChannel(make_call(), FrameClock(), peer.close)
     try:
         await peer.answer(check_offer(offer), channel)
-        assert peer.codec == "pcmu" and channel.track.mode == "pcmu"
+        assert peer.codec == codec and channel.track.mode == mode
     finally:
         await client.close()
         await peer.close()
+
+
+async def test_g711_tap_orders_and_maps_payloads() -> None:
+    channel = WebRtcMediaChannel(make_call(), FrameClock(), _never)
+    tap = G711Tap(channel, {0: False, 8: True})
+    ulaw = bytes(range(160))
+    tap.on_packet(0, 65535, ulaw)
+    tap.on_packet(0, 65535, ulaw)  # duplicate
+    tap.on_packet(0, 65534, ulaw)  # older than delivered
+    tap.on_packet(8, 0, g711.ulaw_to_alaw(ulaw))  # wraps around; A-law
+    got = []
+    while len(channel._inbox):
+        event = await channel._inbox.get()
+        assert isinstance(event, InboundAudio)
+        got.append(event.payload)
+    assert (tap.packets, tap.late) == (2, 2)
+    assert got == [ulaw, g711.alaw_to_ulaw(g711.ulaw_to_alaw(ulaw))]
+    channel._disarm_stall()
+
+
+async def _never() -> None:
+    return None
 
 
 async def test_data_channel_keys_reach_the_channel() -> None:

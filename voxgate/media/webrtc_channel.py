@@ -25,9 +25,12 @@ Three sans-IO pieces and two thin aiortc adapters:
   hears. For PCMU/PCMA it hands the sender ready-made packets (no codec work
   at all); for Opus, 8 kHz PCM frames that aiortc encodes in its executor.
 
-Inbound decoding runs in aiortc's per-receiver decoder thread and Opus
-encoding in its executor, so no codec work runs on the media core's loop;
-what runs here per frame is resampling and G.711 table lookups.
+Inbound G.711 payloads come straight from the RTP receiver (see
+``webrtc_peer.G711Tap``) into :meth:`WebRtcMediaChannel.feed_ulaw`: no
+decoding, no thread. Opus is decoded in aiortc's per-receiver decoder thread
+and encoded in its executor, so no codec work runs on the media core's loop
+either; but each frame then crosses threads twice, which measured costlier
+than the codec work itself (see ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -123,15 +126,11 @@ class WebRtcCounters:
 class InboundFramer:
     """Browser audio (mono int16 at any rate) → 160-byte 8 kHz µ-law frames; sans-IO.
 
-    Resampling is soxr's low quality, on purpose: its roll-off (-4 dB at
-    3.3 kHz, -20 dB at 3.6 kHz) gives browser audio the band of phone audio,
-    which the speech worker is tuned for (with medium or high quality, content
-    up to 4 kHz came through, the worker's fast 8 -> 16 kHz upsampler folded
-    it back as noise, and a Chromium call's "opening hours on Saturday" was
-    heard as "opening powers on tag or date"). Its filter holds back ~23 ms of
-    audio (medium ~11 ms, high ~76 ms), which every caller turn and barge-in
-    waits for; a separate FIR band limit after medium quality would save 12 ms
-    for ~30 µs of CPU per frame.
+    Resampling is soxr's medium quality: its filter holds back ~11 ms of
+    audio where high quality holds back ~76 ms, which every caller turn and
+    barge-in would wait for; for speech going to an 8 kHz recogniser the
+    difference is inaudible. G.711 audio (already 8 kHz µ-law) goes through
+    :meth:`feed_ulaw` untouched.
 
     ``now`` is monotonic seconds. When no audio arrives for ``stall_after``
     beyond the last frame's time, :meth:`poll` returns silence frames for the
@@ -156,14 +155,14 @@ class InboundFramer:
         *,
         stall_after: float = 0.100,
         max_fill: float = 2.0,
-        quality: str = "LQ",
+        quality: str = "MQ",
     ) -> None:
         self.counters = counters if counters is not None else WebRtcCounters()
         self._stall_after = stall_after
         self._max_fill_frames = max(1, int(max_fill / _FRAME_S))
         self._quality = quality
         self._resampler: StreamResampler | None = None
-        self._rate = 0
+        self._rate = SAMPLE_RATE
         self._pending: Int16Array = np.zeros(0, dtype=np.int16)
         self._covered: float | None = None  # caller time delivered up to (monotonic)
 
@@ -173,7 +172,7 @@ class InboundFramer:
             self.counters.bad_audio += 1
             return []
         if rate != self._rate or self._resampler is None:
-            if self._resampler is not None:
+            if rate != self._rate and self._covered is not None:
                 self.counters.rate_changes += 1
             self._rate = rate
             self._resampler = StreamResampler(rate, SAMPLE_RATE, self._quality)
@@ -187,6 +186,28 @@ class InboundFramer:
             return []
         encoded = g711.ulaw_encode(out[:whole])
         frames = [encoded[i : i + FRAME_BYTES_ULAW] for i in range(0, whole, FRAME_BYTES_ULAW)]
+        self.counters.inbound_frames += count
+        covered = self._covered
+        self._covered = now if covered is None else max(covered + count * _FRAME_S, now)
+        return frames
+
+    def feed_ulaw(self, ulaw: bytes, now: float) -> list[bytes]:
+        """Whole frames of 8 kHz µ-law (a G.711 RTP payload): split, never re-coded."""
+        if self._rate != SAMPLE_RATE or self._pending.size:
+            # Mid-stream from another rate, or a partial frame waiting: the slow way.
+            return self.feed(g711.ulaw_decode(ulaw), SAMPLE_RATE, now)
+        size = len(ulaw)
+        whole = size - size % FRAME_BYTES_ULAW
+        if whole != size:
+            self._pending = g711.ulaw_decode(ulaw[whole:])
+        count = whole // FRAME_BYTES_ULAW
+        if count == 0:
+            return []
+        frames = (
+            [ulaw]
+            if size == FRAME_BYTES_ULAW
+            else [ulaw[i : i + FRAME_BYTES_ULAW] for i in range(0, whole, FRAME_BYTES_ULAW)]
+        )
         self.counters.inbound_frames += count
         covered = self._covered
         self._covered = now if covered is None else max(covered + count * _FRAME_S, now)
@@ -489,6 +510,18 @@ class WebRtcMediaChannel(PacedChannel):
             return
         recorder = self.recorder
         for payload in self.framer.feed(pcm, rate, now):
+            self.deliver_audio(payload)
+            if recorder is not None:
+                recorder.caller_ulaw(payload, now)
+        if self._stall is None:
+            self._arm_stall()
+
+    def feed_ulaw(self, ulaw: bytes, now: float) -> None:
+        """A G.711 call's RTP payload (8 kHz µ-law) → the agent's inbound frames."""
+        if self.closed:
+            return
+        recorder = self.recorder
+        for payload in self.framer.feed_ulaw(ulaw, now):
             self.deliver_audio(payload)
             if recorder is not None:
                 recorder.caller_ulaw(payload, now)

@@ -12,8 +12,9 @@
   reports the connection's fate: :attr:`WebRtcPeer.connected` once ICE and
   DTLS are up, :meth:`WebRtcPeer.wait_ended` when the connection closes or
   fails.
-* :func:`no_prefetch`: the browser's audio reaches the agent without the
-  80 ms aiortc's receive jitter buffer would add.
+* :class:`G711Tap`: a G.711 call's RTP payloads go straight into the channel
+  (no decoder thread); :func:`no_prefetch`: an Opus call's audio reaches the
+  agent without the 80 ms aiortc's receive jitter buffer would add.
 * :func:`add_loopback_candidates`: aioice never gathers 127.0.0.1, so a
   browser (or test client) on the server's own host with no other interface
   could not connect. One loopback host candidate is added per ICE transport,
@@ -31,7 +32,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,13 +50,16 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 
+from voxgate.media import g711
 from voxgate.media.webrtc_channel import DTMF_LABEL, SenderMode, WebRtcMediaChannel
 
 __all__ = [
     "MAX_OFFER_BYTES",
     "CheckedOffer",
+    "G711Tap",
     "OfferError",
     "PeerOutcome",
     "WebRtcPeer",
@@ -71,9 +75,15 @@ MAX_OFFER_BYTES = 64 * 1024
 
 # Codecs we answer with, by lower-case name, and what the sender hands aiortc.
 _SENDER_MODES: dict[str, SenderMode] = {"pcmu": "pcmu", "pcma": "pcma", "opus": "pcm"}
-DEFAULT_CODECS = ("opus", "pcmu", "pcma")
-"""Answer preference: Opus first (what browsers prefer: loss concealment and
-FEC on real networks), then G.711, which costs no codec work at all."""
+DEFAULT_CODECS = ("pcmu", "pcma", "opus")
+"""Answer preference: G.711 first. Every browser offers it; the agent's audio
+is 8 kHz G.711 already and its recogniser listens at 8 kHz, so Opus would buy
+no quality here, only cost: on this project's hosts an Opus encode took
+0.2-0.4 ms of CPU per 20 ms frame per call, and with aiortc each Opus frame
+crosses threads twice (decoder thread, executor). G.711 frames cost table
+lookups and no thread (``G711Tap``). What Opus would add is loss concealment
+on the server's receive side over lossy networks (browsers conceal loss in
+G.711 on their side too)."""
 
 _LOOPBACK = "127.0.0.1"
 # Lowest local preference for the loopback candidate: every real interface's
@@ -97,6 +107,59 @@ class CheckedOffer:
     sdp: str
     codecs: tuple[str, ...]  # the audio codecs we speak, in the offer's order
     data_channel: bool
+
+
+class G711Tap:
+    """A call's G.711 RTP payloads, straight from aiortc's receiver into the channel.
+
+    aiortc would pass each packet through its jitter buffer to a decoder
+    thread and back to the loop as a frame: for 160 bytes of µ-law, two
+    thread hand-offs per packet, which measured as most of a G.711 call's
+    CPU. The tap takes PCMU and PCMA payloads as they arrive instead (A-law
+    mapped to µ-law by table), drops duplicates and packets older than the
+    newest delivered (counted), and leaves gaps to the channel's stall
+    filling. Packets of any other negotiated codec (the browser may send Opus
+    while we send G.711) go on to aiortc as before. aiortc's receiver keeps
+    no statistics for tapped packets (its RTCP receiver reports then carry no
+    report block).
+    """
+
+    def __init__(self, channel: WebRtcMediaChannel, payload_types: dict[int, bool]) -> None:
+        self.channel = channel
+        self.payload_types = payload_types  # G.711 payload type -> is A-law
+        self.packets = 0
+        self.late = 0
+        self._last_seq: int | None = None
+        self._onward: Callable[[RtpPacket, int], Awaitable[None]] | None = None
+
+    def install(self, receiver: RTCRtpReceiver) -> bool:
+        """Take over ``receiver``'s G.711 packets; False if this aiortc cannot be tapped."""
+        onward = getattr(receiver, "_handle_rtp_packet", None)
+        if not callable(onward):
+            return False
+        self._onward = onward
+        receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
+        return True
+
+    async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        if packet.payload_type in self.payload_types:
+            self.on_packet(packet.payload_type, packet.sequence_number, packet.payload)
+        elif self._onward is not None:
+            await self._onward(packet, arrival_time_ms)
+
+    def on_packet(self, payload_type: int, seq: int, payload: bytes) -> None:
+        """One G.711 packet (payload type, sequence number, payload)."""
+        last = self._last_seq
+        if last is not None and not 0 < (seq - last) & 0xFFFF < 0x8000:
+            self.late += 1  # duplicate, or older than audio already delivered
+            return
+        self._last_seq = seq
+        self.packets += 1
+        alaw = self.payload_types[payload_type]
+        self.channel.feed_ulaw(
+            g711.alaw_to_ulaw(payload) if alaw else payload,
+            asyncio.get_running_loop().time(),
+        )
 
 
 class PeerOutcome(enum.Enum):
@@ -213,12 +276,17 @@ def _codec_capabilities(names: Sequence[str]) -> list[RTCRtpCodecCapability]:
     return preferred
 
 
-def _answer_codec(sdp: str) -> str | None:
-    """The codec our answer sends with: the first of its audio m-line."""
+def _answer_codecs(sdp: str) -> list[tuple[str, int]]:
+    """Our answer's audio codecs (lower-case name, payload type), preferred first:
+    the first is the one we send with; the browser may send with any of them."""
     for media in SessionDescription.parse(sdp).media:
-        if media.kind == "audio" and media.rtp.codecs:
-            return media.rtp.codecs[0].mimeType.partition("/")[2].lower()
-    return None
+        if media.kind == "audio":
+            return [
+                (c.mimeType.partition("/")[2].lower(), c.payloadType)
+                for c in media.rtp.codecs
+                if c.payloadType is not None
+            ]
+    return []
 
 
 class WebRtcPeer:
@@ -230,6 +298,7 @@ class WebRtcPeer:
         *,
         loopback: bool = True,
         codecs: Sequence[str] = DEFAULT_CODECS,
+        tap_g711: bool = True,
     ) -> None:
         # An explicit empty list: with None, aiortc would ask Google's STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
@@ -240,6 +309,8 @@ class WebRtcPeer:
         self._ended = asyncio.Event()
         self.codec: str | None = None
         self.prompt_jitter_buffer = False
+        self._tap_g711 = tap_g711
+        self.tap: G711Tap | None = None
         self.channel: WebRtcMediaChannel | None = None
         self.ignored_data_channels = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -266,8 +337,14 @@ class WebRtcPeer:
             await add_loopback_candidates(pc)
         await pc.setLocalDescription(await pc.createAnswer())
         sdp = pc.localDescription.sdp
-        self.codec = _answer_codec(sdp)
+        negotiated = _answer_codecs(sdp)
+        self.codec = negotiated[0][0] if negotiated else None
         channel.track.mode = _SENDER_MODES.get(self.codec or "", "pcm")
+        g711_types = {pt: name == "pcma" for name, pt in negotiated if name in ("pcmu", "pcma")}
+        if g711_types and self._tap_g711:
+            tap = G711Tap(channel, g711_types)
+            if tap.install(transceiver.receiver):
+                self.tap = tap
         return sdp
 
     # -- events ----------------------------------------------------------------
@@ -288,7 +365,7 @@ class WebRtcPeer:
     def _on_track(self, track: MediaStreamTrack) -> None:
         channel = self.channel
         if track.kind != "audio" or channel is None:
-            return
+            return  # (with a G.711 tap, the track gets only non-G.711 frames)
         self._spawn(channel.pull(track))
 
     def _on_datachannel(self, data: RTCDataChannel) -> None:
