@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from voxgate.server.app import create_app
 from voxgate.server.config import Config
 from voxgate.server.services import Services
+from voxgate.tenants.store import Store
 
 # A callback that holds the loop longer than this stalls every call's 20 ms frames.
 BLOCK_LIMIT = float(os.environ.get("VOXGATE_TEST_LOOP_BLOCK_MS", "50")) / 1000
@@ -153,6 +154,16 @@ class ApiServer:
 
 
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A real embedded Redis under the test's own temporary directory."""
+    opened = await Store.open(redis_url=None, data_dir=tmp_path, ping_interval=0.2)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

@@ -126,15 +126,6 @@ class StubbornAgent:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(redis_url=None, data_dir=tmp_path, ping_interval=0.2)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
 async def down_store(tmp_path: Path) -> AsyncIterator[Store]:
     """A store whose Redis is not there (nothing listens on its socket)."""
     client = aioredis.Redis(

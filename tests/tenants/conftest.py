@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-
-from voxgate.tenants.store import Store
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,15 +21,6 @@ def frozen_startup_heap() -> Iterator[None]:
     gc.freeze()
     yield
     gc.unfreeze()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(redis_url=None, data_dir=tmp_path, ping_interval=0.2)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
