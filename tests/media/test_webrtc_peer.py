@@ -9,11 +9,12 @@ import time
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
+from av import AudioFrame
 
-from tests.media.test_webrtc_channel import make_call
+from tests.media.test_webrtc_channel import make_call, speech_like
 from voxgate.media import g711
-from voxgate.media.channel import FrameClock, InboundAudio
+from voxgate.media.channel import FrameClock, InboundAudio, MarkReached
 from voxgate.media.dtmf import DtmfEvent
 from voxgate.media.webrtc_channel import WebRtcMediaChannel
 from voxgate.media.webrtc_peer import (
@@ -97,6 +98,9 @@ async def test_loopback_only_call_connects_carries_audio_and_keys_and_ends() -> 
     assert priorities["127.0.0.1"] == min(priorities.values())  # real interfaces first
     # G.711 first: no codec work; the G.711 tap takes its packets off the receiver.
     assert peer.codec == "pcmu" and channel.track.mode == "pcmu" and peer.tap is not None
+    # ... straight off the ICE socket, and our audio leaves from the clock's tick.
+    assert peer.tap.direct is not None and peer.direct is not None
+    assert channel.direct is peer.direct
     assert peer.prompt_jitter_buffer  # this aiortc's receive buffer was replaced
     await client.setRemoteDescription(
         RTCSessionDescription(sdp=loopback_only(answer), type="answer")
@@ -106,12 +110,68 @@ async def test_loopback_only_call_connects_carries_audio_and_keys_and_ends() -> 
             await peer.connected.wait()
             # The client's AudioStreamTrack sends silence: it arrives as caller frames.
             first = await channel._inbox.get()
+            while peer.tap.direct.packets < 5:  # once SRTP is keyed, none go through aiortc
+                await channel._inbox.get()
         assert isinstance(first, InboundAudio) and len(first.payload) == 160
     finally:
         await client.close()
     assert await asyncio.wait_for(peer.wait_ended(), 10) is PeerOutcome.CLOSED
     await peer.close()
     channel._disarm_stall()
+
+
+@pytest.mark.parametrize("codec", ["audio/pcmu", "audio/pcma"])
+async def test_g711_client_hears_the_audio_sent_from_the_clock(codec: str) -> None:
+    clock = FrameClock()
+    client, offer = await client_offer(codec=codec)
+    heard: asyncio.Queue[AudioFrame] = asyncio.Queue()
+
+    async def listen(track: MediaStreamTrack) -> None:
+        while True:
+            heard.put_nowait(await track.recv())  # type: ignore[arg-type]
+
+    listening: list[asyncio.Task[None]] = []
+    client.on("track", lambda track: listening.append(asyncio.ensure_future(listen(track))))
+    peer = WebRtcPeer()
+    channel = WebRtcMediaChannel(make_call(), clock, peer.close)
+    answer = await peer.answer(check_offer(loopback_only(offer)), channel)
+    assert peer.direct is not None
+    ssrc = int(re.search(r"a=ssrc:(\d+) ", answer).group(1))  # type: ignore[union-attr]
+    assert peer.direct.stream.ssrc == ssrc  # what the answer announced
+    await client.setRemoteDescription(
+        RTCSessionDescription(sdp=loopback_only(answer), type="answer")
+    )
+    ticking = asyncio.ensure_future(clock.run())
+    speech = speech_like(25)
+    # What the client decodes, coded back the way it was sent (lossless per sample).
+    encode = g711.alaw_encode if codec == "audio/pcma" else g711.ulaw_encode
+    expected = g711.ulaw_to_alaw(speech) if codec == "audio/pcma" else speech
+    try:
+        async with asyncio.timeout(10):
+            await peer.connected.wait()
+            channel.start()
+            await channel.send(speech)
+            channel.mark("said")
+            while True:  # silence first, then the speech, frame by frame
+                first = encode((await heard.get()).to_ndarray().reshape(-1))
+                if first == expected[:160]:
+                    break
+            got = [first] + [
+                encode((await heard.get()).to_ndarray().reshape(-1)) for _ in range(24)
+            ]
+            assert b"".join(got) == expected
+            while not any(
+                isinstance(e, MarkReached) and e.played for e in [await channel._inbox.get()]
+            ):
+                pass
+        assert peer.direct.sent > 25 and peer.direct.send_errors == 0
+    finally:
+        ticking.cancel()
+        for task in listening:
+            task.cancel()
+        await client.close()
+        await peer.close()
+        channel._disarm_stall()
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,9 @@ Three sans-IO pieces and two thin aiortc adapters:
 * :class:`ChannelAudioTrack` is the aiortc ``MediaStreamTrack`` the browser
   hears. For PCMU/PCMA it hands the sender ready-made packets (no codec work
   at all); for Opus, 8 kHz PCM frames that aiortc encodes in its executor.
+  A G.711 call whose peer set :attr:`WebRtcMediaChannel.direct` (see
+  ``webrtc_rtp.DirectG711Sender``) bypasses the track: each tick's frames
+  leave from the tick itself, and marks are reached as they do.
 
 Inbound G.711 payloads come straight from the RTP receiver (see
 ``webrtc_peer.G711Tap``) into :meth:`WebRtcMediaChannel.feed_ulaw`: no
@@ -40,7 +43,7 @@ import fractions
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +62,7 @@ from voxgate.media.resample import StreamResampler
 __all__ = [
     "DTMF_LABEL",
     "ChannelAudioTrack",
+    "FrameSender",
     "InboundFramer",
     "SenderHandoff",
     "SenderMode",
@@ -80,6 +84,12 @@ _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
 SenderMode = Literal["pcmu", "pcma", "pcm"]
 """What the track hands aiortc: µ-law or A-law packets, or 8 kHz PCM frames to encode."""
+
+
+class FrameSender(Protocol):
+    """Sends one 160-byte µ-law frame at once (``webrtc_rtp.DirectG711Sender``)."""
+
+    def send(self, ulaw: bytes) -> None: ...
 
 
 def parse_dtmf_text(message: str | bytes) -> tuple[str, int]:
@@ -420,6 +430,7 @@ class WebRtcMediaChannel(PacedChannel):
         self._close_peer = close_peer
         self._stall: asyncio.TimerHandle | None = None
         self._started = False
+        self.direct: FrameSender | None = None
 
     # -- outbound ------------------------------------------------------------
     def start(self) -> None:
@@ -449,7 +460,15 @@ class WebRtcMediaChannel(PacedChannel):
         room = self._room
         if room is not None and queue.space > 0:
             room.set()
-        self.track.wake()
+        direct = self.direct
+        if direct is None:
+            self.track.wake()
+        else:
+            # G.711: the frames go out now, from this tick (see webrtc_rtp).
+            while (item := handoff.take()) is not None:
+                direct.send(item[0])
+                if item[1]:
+                    self._marks_handed(item[1])
         return not self.closed  # stay on the clock: silence keeps flowing
 
     def _write_frame_now(self, ulaw: bytes) -> None:

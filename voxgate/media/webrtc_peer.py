@@ -13,8 +13,12 @@
   DTLS are up, :meth:`WebRtcPeer.wait_ended` when the connection closes or
   fails.
 * :class:`G711Tap`: a G.711 call's RTP payloads go straight into the channel
-  (no decoder thread); :func:`no_prefetch`: an Opus call's audio reaches the
-  agent without the 80 ms aiortc's receive jitter buffer would add.
+  (no decoder thread; off the ICE socket's callback, without aiortc's
+  per-packet tasks, where :class:`~voxgate.media.webrtc_rtp.DirectG711Receiver`
+  can be installed), and its audio leaves from the frame clock's tick
+  (:class:`~voxgate.media.webrtc_rtp.DirectG711Sender`); :func:`no_prefetch`:
+  an Opus call's audio reaches the agent without the 80 ms aiortc's receive
+  jitter buffer would add.
 * :func:`add_loopback_candidates`: aioice never gathers 127.0.0.1, so a
   browser (or test client) on the server's own host with no other interface
   could not connect. One loopback host candidate is added per ICE transport,
@@ -55,6 +59,7 @@ from aiortc.sdp import SessionDescription
 
 from voxgate.media import g711
 from voxgate.media.webrtc_channel import DTMF_LABEL, SenderMode, WebRtcMediaChannel
+from voxgate.media.webrtc_rtp import MID_URI, DirectG711Receiver, DirectG711Sender
 
 __all__ = [
     "MAX_OFFER_BYTES",
@@ -129,6 +134,7 @@ class G711Tap:
         self.payload_types = payload_types  # G.711 payload type -> is A-law
         self.packets = 0
         self.late = 0
+        self.direct: DirectG711Receiver | None = None
         self._last_seq: int | None = None
         self._onward: Callable[[RtpPacket, int], Awaitable[None]] | None = None
 
@@ -139,7 +145,16 @@ class G711Tap:
             return False
         self._onward = onward
         receiver._handle_rtp_packet = self._handle  # type: ignore[method-assign]
+        direct = DirectG711Receiver(receiver.transport, set(self.payload_types), self._direct)
+        if direct.install():
+            # Earlier still: off the ICE socket's callback, without aiortc's
+            # per-packet queue and DTLS task (webrtc_rtp).
+            self.direct = direct
         return True
+
+    def _direct(self, payload_type: int, seq: int, payload: bytes) -> None:
+        if payload_type in self.payload_types:
+            self.on_packet(payload_type, seq, payload)
 
     async def _handle(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         if packet.payload_type in self.payload_types:
@@ -289,6 +304,16 @@ def _answer_codecs(sdp: str) -> list[tuple[str, int]]:
     return []
 
 
+def _answer_extension_id(sdp: str, uri: str) -> int | None:
+    """The id our answer gives the audio header extension ``uri`` (None: not negotiated)."""
+    for media in SessionDescription.parse(sdp).media:
+        if media.kind == "audio":
+            for extension in media.rtp.headerExtensions:
+                if extension.uri == uri:
+                    return extension.id
+    return None
+
+
 class WebRtcPeer:
     """One call's peer connection, answering a browser's offer (module docstring)."""
 
@@ -299,6 +324,7 @@ class WebRtcPeer:
         loopback: bool = True,
         codecs: Sequence[str] = DEFAULT_CODECS,
         tap_g711: bool = True,
+        direct_g711: bool = True,
     ) -> None:
         # An explicit empty list: with None, aiortc would ask Google's STUN server.
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers)))
@@ -310,6 +336,8 @@ class WebRtcPeer:
         self.codec: str | None = None
         self.prompt_jitter_buffer = False
         self._tap_g711 = tap_g711
+        self._direct_g711 = direct_g711
+        self.direct: DirectG711Sender | None = None
         self.tap: G711Tap | None = None
         self.channel: WebRtcMediaChannel | None = None
         self.ignored_data_channels = 0
@@ -341,6 +369,17 @@ class WebRtcPeer:
         self.codec = negotiated[0][0] if negotiated else None
         channel.track.mode = _SENDER_MODES.get(self.codec or "", "pcm")
         g711_types = {pt: name == "pcma" for name, pt in negotiated if name in ("pcmu", "pcma")}
+        if negotiated and self.codec in ("pcmu", "pcma") and self._direct_g711:
+            direct = DirectG711Sender(
+                transceiver.sender,
+                negotiated[0][1],
+                alaw=self.codec == "pcma",
+                mid=transceiver.mid,
+                mid_ext_id=_answer_extension_id(sdp, MID_URI),
+            )
+            if direct.install():
+                self.direct = direct
+                channel.direct = direct
         if g711_types and self._tap_g711:
             tap = G711Tap(channel, g711_types)
             if tap.install(transceiver.receiver):
