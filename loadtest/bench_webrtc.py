@@ -277,6 +277,8 @@ class _Arrivals:
         pc = caller.pc
         assert pc is not None
         receiver = pc.getTransceivers()[0].receiver
+        if not decode and self._hook_socket(receiver):
+            return
         original = receiver._handle_rtp_packet
 
         async def arrived(packet: Any, arrival_time_ms: int) -> None:
@@ -286,6 +288,28 @@ class _Arrivals:
                 await original(packet, arrival_time_ms)
 
         receiver._handle_rtp_packet = arrived  # type: ignore[method-assign]
+
+    def _hook_socket(self, receiver: Any) -> bool:
+        """Record RTP arrivals in the ICE socket's callback: the RTP header is clear
+        in SRTP, so neither aiortc's per-packet DTLS task nor decryption is needed to
+        read the timestamp, and the arrival time is taken before the caller's own
+        queueing. The packets are not passed on (nothing listens to them); DTLS and
+        RTCP are."""
+        connection = getattr(receiver.transport.transport, "_connection", None)
+        onward = getattr(connection, "data_received", None)
+        if connection is None or not callable(onward):
+            return False
+        times, stamps, monotonic = self.times, self.stamps, time.monotonic
+
+        def datagram(data: bytes, component: int) -> None:
+            if len(data) >= 12 and 128 <= data[0] < 192 and not 192 <= data[1] <= 223:
+                times.append(monotonic())
+                stamps.append(int.from_bytes(data[4:8], "big"))
+                return
+            onward(data, component)
+
+        connection.data_received = datagram
+        return True
 
     def transit_deltas_ms(self, since: float, until: float) -> list[float]:
         """|(arrival_j - arrival_i) - (ts_j - ts_i) / clock| for consecutive packets."""
@@ -446,6 +470,10 @@ async def bench_echo(
 ) -> list[EchoStep]:
     steps: list[EchoStep] = []
     codecs = [codec] if codec != "browser" else ["opus", "pcmu", "pcma"]
+    # This process too belongs on the callers' core (as in bench_twilio_echo): left
+    # unpinned, the scheduler put it on the server's core, whose run-queue wait it
+    # then added to.
+    os.sched_setaffinity(0, {caller_cpu})
     async with serve(server_cpu) as server, aiohttp.ClientSession() as session:
         pin_redis(server.ps, caller_cpu)
         line = await provision(session, server.http, "echo")
