@@ -56,6 +56,11 @@ async def redis_contents(api: ApiServer) -> list[bytes]:
     return out
 
 
+# This test checks secrets at rest, not loop latency: its data-dir scans run in a
+# thread while the app is live, and the loop guard (which subtracts preemption and
+# GC, not GIL waits) flagged a 65 ms callback here in two full-suite runs, never
+# when run alone.
+@pytest.mark.allow_blocking
 async def test_secret_marker_is_nowhere_at_rest(
     api: ApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
