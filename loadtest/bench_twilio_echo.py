@@ -315,16 +315,21 @@ async def bench(
                 steps.append(step)
                 print(json.dumps(msgspec.to_builtins(step)), flush=True)
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await stop_server(proc, data_dir)
     return steps
+
+
+async def stop_server(proc: asyncio.subprocess.Process, data_dir: Path) -> None:
+    """SIGTERM a benchmarked ``voxgate serve`` (SIGKILL after 20 s) and remove its data."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(20):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def render(steps: Sequence[Step]) -> str:

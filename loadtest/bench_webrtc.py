@@ -31,8 +31,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -48,7 +46,13 @@ import numpy as np
 import psutil
 
 from loadtest.audio import FixtureLibrary, default_audio_dir
-from loadtest.bench_twilio_echo import bucket_quantile, parse_metrics, pin_redis, runqueue_wait
+from loadtest.bench_twilio_echo import (
+    bucket_quantile,
+    parse_metrics,
+    pin_redis,
+    runqueue_wait,
+    stop_server,
+)
 from loadtest.webrtc_caller import BrowserCaller, OfferRefused
 
 ADMIN = "bench-admin-token-0123456789abcdef"
@@ -94,15 +98,7 @@ async def serve(
         http = json.loads(ready.read_text())["http"]
         yield Server(http, proc, psutil.Process(proc.pid))
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        await stop_server(proc, data_dir)
 
 
 @dataclass
