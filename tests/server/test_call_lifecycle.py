@@ -29,8 +29,8 @@ CALL_ID = "CA0001"
 class FakeChannel(PacedChannel):
     """A transport-less channel: remembers how it was closed."""
 
-    def __init__(self, call: Call) -> None:
-        super().__init__(call, FrameClock())
+    def __init__(self, call: Call, clock: FrameClock | None = None) -> None:
+        super().__init__(call, clock or FrameClock())
         self.transport_closed: list[EndReason] = []
 
     async def _write_frame(self, ulaw: bytes) -> None:

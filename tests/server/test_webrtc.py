@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from loadtest.webrtc_caller import BrowserCaller, OfferRefused
 from tests.conftest import ApiServer
 from tests.media.test_webrtc_channel import speech_like
+from tests.server.test_call_lifecycle import FakeChannel
 from voxgate.media.call import Call as MediaCall
 from voxgate.media.call import EndReason
-from voxgate.media.channel import PacedChannel
 from voxgate.server.call_control import CALLS
 from voxgate.server.routes_webrtc import WEBRTC
 from voxgate.server.supervisor import SupervisorConfig
@@ -239,7 +239,7 @@ async def test_delete_hangs_up_any_live_call_of_the_tenant_only(api: ApiServer) 
         provider="sip", from_number="+1555", to_number="+1666", now=time.time(),
     )  # fmt: skip
     call.answer(time.time())
-    channel = ClosingChannel(call, api.client.app[CALLS].clock)
+    channel = FakeChannel(call, api.client.app[CALLS].clock)
     control = api.client.app[CALLS].control
     control.attach(call, channel)
     try:
@@ -252,28 +252,10 @@ async def test_delete_hangs_up_any_live_call_of_the_tenant_only(api: ApiServer) 
         assert response.status == 404
         response = await api.client.delete(f"{tenant.base}{path}", headers=tenant.headers)
         assert response.status == 204
-        assert channel.closed and channel.closed_with is EndReason.AGENT_HANGUP
+        assert channel.closed and channel.transport_closed == [EndReason.AGENT_HANGUP]
         assert [e.detail for e in call.events if e.kind == "hangup_requested"] == ["api"]
     finally:
         control.release(call.call_id)
-
-
-class ClosingChannel(PacedChannel):
-    """A live call's channel that only records how it was hung up."""
-
-    closed_with: EndReason | None = None
-
-    async def _write_frame(self, ulaw: bytes) -> None:
-        return None
-
-    async def _write_mark(self, name: str) -> None:
-        return None
-
-    async def _write_clear(self) -> None:
-        return None
-
-    async def _close_transport(self, reason: EndReason) -> None:
-        self.closed_with = reason
 
 
 # -- junk ---------------------------------------------------------------------------
