@@ -31,13 +31,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is not installed (scripts/install-sysdeps.sh installs it)",
-    ),
-    pytest.mark.timeout(180),
-]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="/usr/bin/chromium is not installed (scripts/install-sysdeps.sh installs it)",
+)
+
+pytestmark = [needs_chromium, pytest.mark.timeout(180)]
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect

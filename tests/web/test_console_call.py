@@ -28,16 +28,10 @@ import soxr
 
 from tests.conftest import ApiServer
 from tests.e2e.conftest import start_speech_env
-from tests.web.test_console_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.web.test_console_browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from voxgate.server.console_signin import issue_signin_code
 
-pytestmark = [
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is not installed (scripts/install-sysdeps.sh installs it)",
-    ),
-    pytest.mark.timeout(300),
-]
+pytestmark = [needs_chromium, pytest.mark.timeout(300)]
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
