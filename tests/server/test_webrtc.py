@@ -21,7 +21,7 @@ from tests.media.test_webrtc_channel import speech_like
 from tests.server.test_call_lifecycle import FakeChannel
 from voxgate.media.call import Call as MediaCall
 from voxgate.media.call import EndReason
-from voxgate.server.call_control import CALLS
+from voxgate.server.call_control import CALLS, LiveCall
 from voxgate.server.routes_webrtc import WEBRTC
 from voxgate.server.supervisor import SupervisorConfig
 from voxgate.server.worker_agent import SPEECH
@@ -75,7 +75,7 @@ def caller(
 async def record_of(api: ApiServer, tenant: Tenant, call_id: str) -> Any:
     """The call's detail once its ending is done (the call left the registry: the
     record's last write happens before that)."""
-    await wait_for(lambda: api_live(api, call_id) is None, within=10)
+    await call_left(api, call_id, within=10)
     response = await api.client.get(f"{tenant.base}/calls/{call_id}", headers=tenant.headers)
     assert response.status == 200
     return await response.json()
@@ -131,6 +131,33 @@ async def test_echo_call_hears_itself_keys_and_hangs_up_by_delete(
 
 def api_live(api: ApiServer, call_id: str) -> Any:
     return api.client.app[CALLS].control.get(call_id)
+
+
+class _LeftWatch:
+    """A ``CallObserver`` that sets ``left`` when ``call_id`` leaves the registry."""
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        self.left = asyncio.Event()
+
+    def started(self, live: LiveCall) -> None:
+        return None
+
+    def ended(self, live: LiveCall) -> None:
+        if live.call_id == self.call_id:
+            self.left.set()
+
+
+async def call_left(api: ApiServer, call_id: str, within: float) -> None:
+    """Wait until ``call_id`` has left the live registry (its ending is done)."""
+    control = api.client.app[CALLS].control
+    watch = _LeftWatch(call_id)
+    control.observers.append(watch)
+    try:
+        if control.get(call_id) is not None:
+            await asyncio.wait_for(watch.left.wait(), within)
+    finally:
+        control.observers.remove(watch)
 
 
 async def wait_for(condition: Any, within: float = 5.0) -> None:
