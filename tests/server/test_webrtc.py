@@ -21,7 +21,7 @@ from tests.media.test_webrtc_channel import speech_like
 from tests.server.test_call_lifecycle import FakeChannel
 from voxgate.media.call import Call as MediaCall
 from voxgate.media.call import EndReason
-from voxgate.server.call_control import CALLS, LiveCall
+from voxgate.server.call_control import CALLS, CallControl, LiveCall
 from voxgate.server.routes_webrtc import WEBRTC
 from voxgate.server.supervisor import SupervisorConfig
 from voxgate.server.worker_agent import SPEECH
@@ -75,7 +75,7 @@ def caller(
 async def record_of(api: ApiServer, tenant: Tenant, call_id: str) -> Any:
     """The call's detail once its ending is done (the call left the registry: the
     record's last write happens before that)."""
-    await call_left(api, call_id, within=10)
+    await call_left(api.client.app[CALLS].control, call_id, within=10)
     response = await api.client.get(f"{tenant.base}/calls/{call_id}", headers=tenant.headers)
     assert response.status == 200
     return await response.json()
@@ -148,9 +148,8 @@ class _LeftWatch:
             self.left.set()
 
 
-async def call_left(api: ApiServer, call_id: str, within: float) -> None:
+async def call_left(control: CallControl, call_id: str, within: float) -> None:
     """Wait until ``call_id`` has left the live registry (its ending is done)."""
-    control = api.client.app[CALLS].control
     watch = _LeftWatch(call_id)
     control.observers.append(watch)
     try:

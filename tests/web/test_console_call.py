@@ -28,7 +28,9 @@ import soxr
 
 from tests.conftest import ApiServer
 from tests.e2e.conftest import start_speech_env
+from tests.server.test_webrtc import call_left
 from tests.web.test_console_browser import CHROMIUM, CHROMIUM_ARGS, needs_chromium
+from voxgate.server.call_control import CALLS
 from voxgate.server.console_signin import issue_signin_code
 
 pytestmark = [needs_chromium, pytest.mark.timeout(300)]
@@ -272,15 +274,12 @@ async def test_call_the_receptionist_from_the_console(tmp_path: Path, launch: La
         await expect(panel.get_by_role("button", name="Call again")).to_be_visible()
         await expect(panel.get_by_role("link", name=call_id)).to_be_visible()
         # The server ended the call too.
+        await call_left(env.client.app[CALLS].control, call_id, within=10)
         calls_path = f"/tenants/{line.tenant_id}/api/calls"
-        async with asyncio.timeout(10):
-            while True:
-                detail = await env.client.get(f"{calls_path}/{call_id}", headers=line.headers)
-                assert detail.status == 200, await detail.text()
-                call = (await detail.json())["call"]
-                if call["ended_at"] is not None:
-                    break
-                await asyncio.sleep(0.1)
+        detail = await env.client.get(f"{calls_path}/{call_id}", headers=line.headers)
+        assert detail.status == 200, await detail.text()
+        call = (await detail.json())["call"]
+        assert call["ended_at"] is not None
         assert call["provider"] == "webrtc" and call["agent_id"] == line.agent_id
         assert call["end_reason"] == "caller_hangup", call
         assert errors == []
